@@ -1,0 +1,104 @@
+// One managed application: who it is, the descriptors it handed over, where its arena
+// is mapped, the state of each arena page, and its counters.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include "client/address_map.hpp"
+#include "client/page_table.hpp"
+#include "extmem/kernel/fd.hpp"
+#include "extmem/kernel/memfd.hpp"
+#include "extmem/kernel/pidfd.hpp"
+#include "extmem/kernel/uffd.hpp"
+
+namespace extmem::daemon {
+
+inline constexpr uint64_t kPageSize = 4096;
+
+struct ClientIdentity {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string exe;  // executable name, for logs and config rules
+};
+
+struct ClientCounters {
+  std::atomic<uint64_t> first_touch_faults{0};
+  std::atomic<uint64_t> zero_filled_pages{0};
+  std::atomic<uint64_t> spurious_faults{0};  // the page was already there: only woken
+  std::atomic<uint64_t> released_pages{0};   // freed by the application
+  std::atomic<uint64_t> remove_events{0};
+  std::atomic<uint64_t> unmap_events{0};
+  std::atomic<uint64_t> remap_events{0};
+  std::atomic<uint64_t> fault_errors{0};
+};
+
+// Grows the zero-fill window while first touches walk forward, as readahead does.
+class SequentialDetector {
+ public:
+  static constexpr uint64_t kMaxWindow = 128;  // pages (512 KiB)
+  // Pages to fill starting at `page`.
+  uint64_t window_for(uint64_t page) {
+    window_ = page == next_expected_ ? std::min(window_ * 2, kMaxWindow) : 1;
+    next_expected_ = page + window_;
+    return window_;
+  }
+
+ private:
+  uint64_t next_expected_ = UINT64_MAX;
+  uint64_t window_ = 1;
+};
+
+class Client {
+ public:
+  Client(uint64_t id, ClientIdentity identity, kernel::UniqueFd socket, kernel::Pidfd pidfd,
+         kernel::Userfaultfd uffd, kernel::Memfd memfd, uintptr_t arena_base,
+         uint64_t arena_size, uint64_t dram_limit, std::string policy);
+
+  uint64_t id() const { return id_; }
+  const ClientIdentity& identity() const { return identity_; }
+  int socket_fd() const { return socket_.get(); }
+  int pidfd() const { return pidfd_.fd(); }
+  int uffd_fd() const { return uffd_.fd(); }
+  kernel::Userfaultfd& uffd() { return uffd_; }
+  kernel::Memfd& memfd() { return memfd_; }
+  uintptr_t arena_base() const { return arena_base_; }
+  uint64_t arena_size() const { return arena_size_; }
+  uint64_t dram_limit() const { return dram_limit_; }
+  const std::string& policy() const { return policy_; }
+  ClientCounters& counters() { return counters_; }
+  const ClientCounters& counters() const { return counters_; }
+  bool exited() const { return pidfd_.exited(); }
+
+  // Page state and mappings; taken by the fault path.
+  std::mutex mu;
+  PageTable pages;
+  AddressMap address_map;
+  SequentialDetector sequential;
+
+  // Hands the arena back to the kernel while the application still runs (daemon stop,
+  // client detaching): it must never be left registered with nobody serving it.
+  void unregister_arena();
+  // One line: pid, name and counters.
+  std::string describe();
+
+ private:
+  uint64_t id_;
+  ClientIdentity identity_;
+  kernel::UniqueFd socket_;
+  kernel::Pidfd pidfd_;
+  kernel::Userfaultfd uffd_;
+  kernel::Memfd memfd_;
+  uintptr_t arena_base_;
+  uint64_t arena_size_;
+  uint64_t dram_limit_;
+  std::string policy_;
+  ClientCounters counters_;
+};
+
+}  // namespace extmem::daemon

@@ -1,0 +1,50 @@
+// extmemd: a thin main over the daemon library.
+#include <cstdio>
+
+#include <spdlog/spdlog.h>
+
+#include "config/options.hpp"
+#include "daemon.hpp"
+#include "extmem/kernel/probe.hpp"
+
+int main(int argc, char** argv) {
+  using namespace extmem;
+  auto options = daemon::parse_options(std::vector<std::string>(argv + 1, argv + argc));
+  if (!options) {
+    fprintf(stderr, "extmemd: %s\n", options.error().context());
+    return 2;
+  }
+  if (options->show_help) {
+    fputs(daemon::usage().c_str(), stdout);
+    return 0;
+  }
+  if (options->show_version) {
+    printf("extmemd %s\n", EXTMEM_VERSION);
+    return 0;
+  }
+
+  kernel::Capabilities caps = kernel::probe_kernel();
+  if (options->probe_only) {
+    fputs(kernel::format_capabilities(caps).c_str(), stdout);
+    return caps.all_required_present() ? 0 : 1;
+  }
+
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(options->log_level));
+  if (!caps.all_required_present()) {
+    std::string missing;
+    for (const auto& name : caps.missing_required()) missing += " " + name;
+    spdlog::critical("the kernel lacks what extmem needs:{} (run extmemd --probe)", missing);
+    return 1;
+  }
+  spdlog::info("extmemd {} starting; kernel swap {}", EXTMEM_VERSION,
+               caps.kernel_swap_on ? "on" : "off");
+
+  daemon::block_daemon_signals();
+  daemon::Daemon d(std::move(*options));
+  if (auto ran = d.run(); !ran) {
+    spdlog::critical("{}", ran.error().message());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,111 @@
+#include "server/client_checks.hpp"
+
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+
+#include "client/client.hpp"
+
+namespace extmem::daemon {
+
+Result<void> check_arena_bounds(uint64_t base, uint64_t size) {
+  constexpr uint64_t kUserSpaceEnd = 1ULL << 47;
+  if (size == 0 || base % kPageSize != 0 || size % kPageSize != 0) {
+    return Error::make(EINVAL, "arena %#" PRIx64 "+%#" PRIx64 " is not page aligned", base, size);
+  }
+  if (size > kMaxArenaSize) {
+    return Error::make(EINVAL, "arena of %" PRIu64 " bytes exceeds the maximum of %" PRIu64, size,
+                       kMaxArenaSize);
+  }
+  if (base == 0 || base >= kUserSpaceEnd || size > kUserSpaceEnd - base) {
+    return Error::make(EINVAL, "arena %#" PRIx64 "+%#" PRIx64 " is outside user space", base,
+                       size);
+  }
+  return {};
+}
+
+Result<void> check_arena_mapping(pid_t pid, const kernel::Memfd& memfd, uint64_t base,
+                                 uint64_t size) {
+  dev_t dev;
+  ino_t ino;
+  if (auto id = memfd.identity(&dev, &ino); !id) return id.error();
+  auto memfd_size = memfd.size();
+  if (!memfd_size) return memfd_size.error();
+  if (*memfd_size < size) {
+    return Error::make(EINVAL, "memfd of %zu bytes is smaller than the %" PRIu64 "-byte arena",
+                       *memfd_size, size);
+  }
+
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+  FILE* maps = fopen(path, "re");
+  if (maps == nullptr) return Error::from_errno("open %s", path);
+  uint64_t covered_to = base;  // [base, covered_to) is proven mapped
+  char line[512];
+  while (fgets(line, sizeof(line), maps) != nullptr && covered_to < base + size) {
+    uint64_t start, end, offset, inode;
+    unsigned major_no, minor_no;
+    char perms[8];
+    if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s %" SCNx64 " %x:%x %" SCNu64, &start, &end, perms,
+               &offset, &major_no, &minor_no, &inode) != 7) {
+      continue;
+    }
+    if (start != covered_to) continue;
+    bool same_file = inode == ino && major_no == major(dev) && minor_no == minor(dev);
+    bool shared_rw = perms[0] == 'r' && perms[1] == 'w' && perms[3] == 's';
+    if (!same_file || !shared_rw || offset != start - base) break;
+    covered_to = end;
+  }
+  fclose(maps);
+  if (covered_to < base + size) {
+    return Error::make(EPERM,
+                       "process %d does not map the memfd shared and writable over the arena "
+                       "%#" PRIx64 "+%#" PRIx64,
+                       pid, base, size);
+  }
+  return {};
+}
+
+Result<void> check_uffd_controls_arena(kernel::Userfaultfd& uffd, kernel::Memfd& memfd,
+                                       uint64_t base) {
+  alignas(4096) static thread_local unsigned char page[kPageSize];
+  uint64_t nonce = std::random_device{}() | (static_cast<uint64_t>(std::random_device{}()) << 32);
+  memset(page, 0, sizeof(page));
+  memcpy(page, &nonce, sizeof(nonce));
+  auto copied = uffd.copy(base, page, kPageSize, 0);
+  if (!copied) return copied.error();
+  if (*copied != kernel::Outcome::kDone) {
+    return Error::make(EPERM, "the arena's first page could not be filled (%s)",
+                       kernel::outcome_name(*copied));
+  }
+  uint64_t seen = 0;
+  auto n = memfd.read_at(&seen, sizeof(seen), 0);
+  if (!n) return n.error();
+  if (*n != sizeof(seen) || seen != nonce) {
+    return Error::make(EPERM, "the userfaultfd does not control the memory the memfd backs");
+  }
+  return {};
+}
+
+std::string executable_name(pid_t pid) {
+  char path[64], target[4096];
+  snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+  ssize_t n = readlink(path, target, sizeof(target) - 1);
+  if (n > 0) {
+    target[n] = '\0';
+    const char* slash = strrchr(target, '/');
+    return slash != nullptr ? slash + 1 : target;
+  }
+  snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+  std::ifstream comm(path);
+  std::string name;
+  std::getline(comm, name);
+  return name.empty() ? "?" : name;
+}
+
+}  // namespace extmem::daemon

@@ -1,0 +1,36 @@
+// Checks on what a connecting client hands over. The daemon is privileged: it acts on a
+// client's descriptors only after proving they are what the client claims.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "extmem/kernel/memfd.hpp"
+#include "extmem/kernel/result.hpp"
+#include "extmem/kernel/uffd.hpp"
+
+namespace extmem::daemon {
+
+// The largest arena a client may register.
+inline constexpr uint64_t kMaxArenaSize = 64ULL << 40;
+
+// The arena's bounds are page aligned, non-empty, below kMaxArenaSize and in user space.
+Result<void> check_arena_bounds(uint64_t base, uint64_t size);
+
+// Process `pid` maps `memfd` shared and writable, from offset 0, over exactly
+// [base, base+size) (as one or more adjacent VMAs), per /proc/PID/maps.
+Result<void> check_arena_mapping(pid_t pid, const kernel::Memfd& memfd, uint64_t base,
+                                 uint64_t size);
+
+// Proves the userfaultfd belongs to the address space that maps the memfd at `base`: a
+// nonce copied into the arena's first page through the userfaultfd must appear in the
+// memfd. Leaves that page resident (the shim never hands it out).
+Result<void> check_uffd_controls_arena(kernel::Userfaultfd& uffd, kernel::Memfd& memfd,
+                                       uint64_t base);
+
+// Executable name of pid (basename of /proc/PID/exe, else comm).
+std::string executable_name(pid_t pid);
+
+}  // namespace extmem::daemon

@@ -1,0 +1,218 @@
+#include "server/server.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cinttypes>
+
+#include <spdlog/spdlog.h>
+
+#include "extmem/kernel/pidfd.hpp"
+#include "extmem/kernel/unix_socket.hpp"
+#include "extmem/units.hpp"
+#include "extmem/wire.hpp"
+#include "server/client_checks.hpp"
+
+namespace extmem::daemon {
+
+namespace {
+
+constexpr int kHandshakeTimeoutMs = 5000;
+constexpr int kMaxHandshakesInFlight = 32;
+// Features the daemon asks for on every client's userfaultfd.
+constexpr uint64_t kUffdFeatures = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
+                                   UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |
+                                   UFFD_FEATURE_EVENT_REMAP;
+constexpr uint64_t kRegisterModes = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP;
+
+void send_reply(int fd, int status, uint32_t flags, uint64_t value, const std::string& message,
+                int passed_fd = -1) {
+  wire::Reply reply;
+  reply.status = status;
+  reply.flags = flags;
+  reply.value = value;
+  wire::copy_text(reply.message, sizeof(reply.message), message.c_str());
+  std::byte frame[wire::kMaxFrame];
+  size_t len = wire::encode(reply, frame);
+  int fds[1] = {passed_fd};
+  auto sent = kernel::send_message(fd, {frame, len},
+                                   passed_fd >= 0 ? std::span<const int>(fds) : std::span<const int>());
+  if (!sent) spdlog::debug("reply to client: {}", sent.error().message());
+}
+
+// Receives one message of type `expected` with exactly `fd_count` descriptors.
+Result<size_t> receive(int fd, wire::MsgType expected, std::byte* frame,
+                       std::span<kernel::UniqueFd> fds, size_t fd_count) {
+  auto got = kernel::receive_message(fd, {frame, wire::kMaxFrame}, fds);
+  if (!got) {
+    if (got.error().code() == EAGAIN) return Error::make(ETIMEDOUT, "handshake timed out");
+    return got.error();
+  }
+  if (got->bytes == 0) return Error::make(ECONNRESET, "client closed the connection");
+  if (got->data_truncated) return Error::make(EMSGSIZE, "%s", wire::describe(wire::DecodeError::kOversized));
+  wire::FrameHeader header;
+  wire::DecodeError e = wire::decode_header(frame, got->bytes, &header);
+  if (e == wire::DecodeError::kBadVersion) {
+    return Error::make(EPROTONOSUPPORT, "protocol version %u is not supported (extmemd speaks %u)",
+                       header.version, wire::kVersion);
+  }
+  if (e != wire::DecodeError::kOk) return Error::make(EPROTO, "%s", wire::describe(e));
+  if (header.type != expected) return Error::make(EPROTO, "unexpected message type %u",
+                                                  static_cast<unsigned>(header.type));
+  if (got->fds_truncated || got->fd_count != fd_count) {
+    return Error::make(EBADMSG, "expected %zu descriptor(s), got %s%zu", fd_count,
+                       got->fds_truncated ? "more than " : "", got->fd_count);
+  }
+  return static_cast<size_t>(header.length);
+}
+
+}  // namespace
+
+Server::Server(const Options& options, ClientRegistry& registry, FaultLoop& fault_loop)
+    : options_(options), registry_(registry), fault_loop_(fault_loop) {}
+
+Server::~Server() { stop(); }
+
+Result<void> Server::start(int inherited_fd) {
+  if (inherited_fd >= 0) {
+    listen_fd_.reset(inherited_fd);
+    int flags = fcntl(inherited_fd, F_GETFL);
+    fcntl(inherited_fd, F_SETFL, flags | O_NONBLOCK);
+  } else {
+    auto fd = kernel::listen_unix(options_.socket_path.c_str(), options_.socket_mode, 128);
+    if (!fd) return fd.error();
+    listen_fd_ = std::move(*fd);
+    owns_socket_path_ = true;
+  }
+  stop_event_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop_event_) return Error::from_errno("eventfd");
+  acceptor_ = std::thread([this] { accept_loop(); });
+  return {};
+}
+
+void Server::stop() {
+  if (!acceptor_.joinable()) return;
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t w = write(stop_event_.get(), &one, sizeof(one));
+  acceptor_.join();
+  listen_fd_.reset();
+  if (owns_socket_path_) unlink(options_.socket_path.c_str());
+  // Handshakes still running finish (or time out) on their own threads.
+  while (handshakes_in_flight_.load() > 0) usleep(10000);
+}
+
+void Server::accept_loop() {
+  for (;;) {
+    pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_event_.get(), POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      spdlog::critical("poll(client socket): {}", strerror(errno));
+      return;
+    }
+    if (fds[1].revents) return;
+    kernel::UniqueFd connection(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!connection) {
+      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+        spdlog::warn("accept: {}", strerror(errno));
+      }
+      continue;
+    }
+    if (handshakes_in_flight_.fetch_add(1) >= kMaxHandshakesInFlight) {
+      handshakes_in_flight_.fetch_sub(1);
+      send_reply(connection.get(), EBUSY, 0, 0, "too many clients connecting at once; retry");
+      continue;
+    }
+    std::thread([this, c = std::move(connection)]() mutable {
+      handshake(std::move(c));
+      handshakes_in_flight_.fetch_sub(1);
+    }).detach();
+  }
+}
+
+void Server::handshake(kernel::UniqueFd connection) {
+  auto client = register_client(connection.get(), connection);
+  if (!client) {
+    auto creds = kernel::peer_credentials(connection.get());
+    spdlog::warn("rejected client pid {}: {}", creds ? creds->pid : -1,
+                 client.error().message());
+    send_reply(connection.get(), client.error().code(), 0, 0, client.error().message());
+  }
+}
+
+Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd& owned) {
+  if (auto t = kernel::set_io_timeout(fd, kHandshakeTimeoutMs); !t) return t.error();
+  auto creds = kernel::peer_credentials(fd);
+  if (!creds) return creds.error();
+  auto pidfd = kernel::Pidfd::of_socket_peer(fd, creds->pid);
+  if (!pidfd) return pidfd.error();
+
+  std::byte frame[wire::kMaxFrame];
+  kernel::UniqueFd fds[kernel::kMaxPassedFds];
+  auto len = receive(fd, wire::MsgType::kHello, frame, fds, 0);
+  if (!len) return len.error();
+  wire::Hello hello;
+  if (auto e = wire::decode(frame + wire::kHeaderSize, *len, &hello); e != wire::DecodeError::kOk) {
+    return Error::make(EPROTO, "hello: %s", wire::describe(e));
+  }
+
+  kernel::UniqueFd device;
+  uint32_t reply_flags = 0;
+  if (hello.flags & wire::kHelloWantsUffdDevice) {
+    if (!options_.lend_uffd_device) {
+      return Error::make(EPERM, "this daemon does not lend /dev/userfaultfd (--no-lend-uffd)");
+    }
+    device.reset(open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
+    if (!device) return Error::from_errno("open /dev/userfaultfd");
+    reply_flags |= wire::kReplyCarriesUffdDevice;
+  }
+  send_reply(fd, 0, reply_flags, 0, "ok", device.get());
+  device.reset();
+
+  len = receive(fd, wire::MsgType::kRegister, frame, fds, 2);
+  if (!len) return len.error();
+  wire::Register reg;
+  if (auto e = wire::decode(frame + wire::kHeaderSize, *len, &reg); e != wire::DecodeError::kOk) {
+    return Error::make(EPROTO, "register: %s", wire::describe(e));
+  }
+  if (auto b = check_arena_bounds(reg.arena_base, reg.arena_size); !b) return b.error();
+  auto uffd = kernel::Userfaultfd::adopt(std::move(fds[0]));
+  if (!uffd) return uffd.error();
+  auto memfd = kernel::Memfd::adopt(std::move(fds[1]));
+  if (!memfd) return memfd.error();
+  if (auto m = check_arena_mapping(creds->pid, *memfd, reg.arena_base, reg.arena_size); !m) {
+    return m.error();
+  }
+  auto features = uffd->api(kUffdFeatures);
+  if (!features) {
+    return Error::make(features.error().code(),
+                       "UFFDIO_API failed (a userfaultfd must be handed over uninitialized)");
+  }
+  auto ioctls = uffd->register_range(reg.arena_base, reg.arena_size, kRegisterModes);
+  if (!ioctls) return ioctls.error();
+  if (auto c = check_uffd_controls_arena(*uffd, *memfd, reg.arena_base); !c) return c.error();
+
+  ClientIdentity identity{creds->pid, creds->uid, creds->gid, executable_name(creds->pid)};
+  auto client = std::make_shared<Client>(
+      registry_.next_id(), std::move(identity), std::move(owned), std::move(*pidfd),
+      std::move(*uffd), std::move(*memfd), reg.arena_base, reg.arena_size, hello.dram_limit,
+      hello.policy[0] != '\0' ? hello.policy : "default");
+  // Page 0 holds the registration nonce.
+  client->pages.set_state(0, PageState::kResident);
+  registry_.add(client);
+  if (auto added = fault_loop_.add(client); !added) {
+    registry_.remove(client->id());
+    client->unregister_arena();
+    return added.error();
+  }
+  char arena[32];
+  spdlog::info("client {} ({}, uid {}) registered: arena {} at {:#x}", creds->pid,
+               client->identity().exe, creds->uid,
+               format_size(reg.arena_size, arena, sizeof(arena)), reg.arena_base);
+  send_reply(client->socket_fd(), 0, 0, client->dram_limit(), "registered");
+  return client;
+}
+
+}  // namespace extmem::daemon

@@ -1,0 +1,46 @@
+// The client socket: accepts applications, runs the handshake, and hands registered
+// clients to the fault loop. Each handshake runs on its own short-lived thread with a
+// timeout, so a stalled or hostile client delays nobody else.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <thread>
+
+#include "client/registry.hpp"
+#include "config/options.hpp"
+#include "extmem/kernel/fd.hpp"
+#include "extmem/kernel/result.hpp"
+#include "fault/fault_loop.hpp"
+
+namespace extmem::daemon {
+
+class Server {
+ public:
+  Server(const Options& options, ClientRegistry& registry, FaultLoop& fault_loop);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Listens on options.socket_path, or adopts an already listening socket (socket
+  // activation) when `inherited_fd` >= 0.
+  Result<void> start(int inherited_fd = -1);
+  void stop();
+
+ private:
+  void accept_loop();
+  void handshake(kernel::UniqueFd connection);
+  Result<std::shared_ptr<Client>> register_client(int connection, kernel::UniqueFd& owned);
+
+  const Options& options_;
+  ClientRegistry& registry_;
+  FaultLoop& fault_loop_;
+  kernel::UniqueFd listen_fd_;
+  kernel::UniqueFd stop_event_;
+  std::thread acceptor_;
+  std::atomic<int> handshakes_in_flight_{0};
+  bool owns_socket_path_ = false;
+};
+
+}  // namespace extmem::daemon

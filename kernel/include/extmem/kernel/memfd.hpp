@@ -1,0 +1,38 @@
+// Memfd: the shmem file that backs a client's arena. The daemon frees and pre-allocates
+// its pages; the application only ever sees them through its mapping.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "extmem/kernel/fd.hpp"
+#include "extmem/kernel/result.hpp"
+
+namespace extmem::kernel {
+
+class Memfd {
+ public:
+  static Result<Memfd> create(const char* name, unsigned flags) noexcept;
+  // Takes ownership of a received descriptor after checking it is a memfd.
+  static Result<Memfd> adopt(UniqueFd fd) noexcept;
+
+  int fd() const noexcept { return fd_.get(); }
+  int release() noexcept { return fd_.release(); }
+  Result<void> truncate(size_t size) noexcept;
+  Result<size_t> size() const noexcept;
+  // (device, inode) identify the file in /proc/PID/maps.
+  Result<void> identity(dev_t* dev, ino_t* ino) const noexcept;
+  // Allocates zeroed pages where there are holes; existing pages are kept.
+  Result<void> allocate(uint64_t offset, uint64_t len) noexcept;
+  // Frees the pages and unmaps them from every process that maps them.
+  Result<void> punch_hole(uint64_t offset, uint64_t len) noexcept;
+  Result<size_t> read_at(void* buf, size_t len, uint64_t offset) const noexcept;
+
+ private:
+  explicit Memfd(UniqueFd fd) noexcept : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+};
+
+}  // namespace extmem::kernel

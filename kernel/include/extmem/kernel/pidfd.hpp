@@ -1,0 +1,29 @@
+// Pidfd: a stable handle on a client process. Readable (POLLIN) once the process exits.
+#pragma once
+
+#include <sys/types.h>
+
+#include "extmem/kernel/fd.hpp"
+#include "extmem/kernel/result.hpp"
+
+namespace extmem::kernel {
+
+class Pidfd {
+ public:
+  static Result<Pidfd> open(pid_t pid) noexcept;
+  // The pidfd of a connected Unix socket's peer (SO_PEERPIDFD), immune to pid reuse;
+  // falls back to pidfd_open on kernels without it.
+  static Result<Pidfd> of_socket_peer(int socket_fd, pid_t pid) noexcept;
+
+  int fd() const noexcept { return fd_.get(); }
+  pid_t pid() const noexcept { return pid_; }
+  // True once the process has exited (ESRCH is an outcome, not an error).
+  bool exited() const noexcept;
+
+ private:
+  Pidfd(UniqueFd fd, pid_t pid) noexcept : fd_(std::move(fd)), pid_(pid) {}
+  UniqueFd fd_;
+  pid_t pid_ = 0;
+};
+
+}  // namespace extmem::kernel

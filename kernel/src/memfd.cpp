@@ -1,0 +1,72 @@
+#include "extmem/kernel/memfd.hpp"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace extmem::kernel {
+
+Result<Memfd> Memfd::create(const char* name, unsigned flags) noexcept {
+  int fd = memfd_create(name, flags);
+  if (fd < 0) return Error::from_errno("memfd_create(%s)", name);
+  return Memfd(UniqueFd(fd));
+}
+
+Result<Memfd> Memfd::adopt(UniqueFd fd) noexcept {
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return Error::from_errno("fstat of received memfd");
+  // F_GET_SEALS succeeds only on memfd (shmem) files: a regular file, socket or device
+  // fails here, so the daemon never punches holes in a file the client chose.
+  if (!S_ISREG(st.st_mode) || fcntl(fd.get(), F_GET_SEALS) < 0) {
+    return Error::make(EBADF, "descriptor %d is not a memfd", fd.get());
+  }
+  return Memfd(std::move(fd));
+}
+
+Result<void> Memfd::truncate(size_t size) noexcept {
+  if (ftruncate(fd(), static_cast<off_t>(size)) != 0) {
+    return Error::from_errno("ftruncate(memfd, %zu)", size);
+  }
+  return {};
+}
+
+Result<size_t> Memfd::size() const noexcept {
+  struct stat st;
+  if (fstat(fd(), &st) != 0) return Error::from_errno("fstat(memfd)");
+  return static_cast<size_t>(st.st_size);
+}
+
+Result<void> Memfd::identity(dev_t* dev, ino_t* ino) const noexcept {
+  struct stat st;
+  if (fstat(fd(), &st) != 0) return Error::from_errno("fstat(memfd)");
+  *dev = st.st_dev;
+  *ino = st.st_ino;
+  return {};
+}
+
+Result<void> Memfd::allocate(uint64_t offset, uint64_t len) noexcept {
+  if (fallocate(fd(), 0, static_cast<off_t>(offset), static_cast<off_t>(len)) != 0) {
+    return Error::from_errno("fallocate(memfd, %#lx+%#lx)", static_cast<unsigned long>(offset),
+                             static_cast<unsigned long>(len));
+  }
+  return {};
+}
+
+Result<void> Memfd::punch_hole(uint64_t offset, uint64_t len) noexcept {
+  if (fallocate(fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                static_cast<off_t>(len)) != 0) {
+    return Error::from_errno("punch hole(memfd, %#lx+%#lx)", static_cast<unsigned long>(offset),
+                             static_cast<unsigned long>(len));
+  }
+  return {};
+}
+
+Result<size_t> Memfd::read_at(void* buf, size_t len, uint64_t offset) const noexcept {
+  ssize_t n = pread(fd(), buf, len, static_cast<off_t>(offset));
+  if (n < 0) return Error::from_errno("pread(memfd, %#lx)", static_cast<unsigned long>(offset));
+  return static_cast<size_t>(n);
+}
+
+}  // namespace extmem::kernel

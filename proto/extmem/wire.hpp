@@ -1,0 +1,89 @@
+// The shim <-> daemon handshake: a small versioned binary protocol over a Unix
+// SOCK_SEQPACKET socket (one message per packet). Little-endian, explicit encoding, no
+// dependencies and no exceptions, so the shim can use it from inside malloc.
+//
+// Frame:   magic u32 "EXTM" | version u16 | type u16 | payload length u32 | payload
+// Strings: length u16 | bytes (printable ASCII only)
+//
+// Sequence:
+//   shim   -> Hello{dram_limit, flags, policy}
+//   daemon -> Reply{status, flags}          [+ /dev/userfaultfd if kReplyCarriesUffdDevice]
+//   shim   -> Register{arena_base, arena_size}  + [userfaultfd, memfd]
+//   daemon -> Reply{status, value = effective DRAM limit}
+// Any error reply (status = errno) names the problem and ends the connection.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace extmem::wire {
+
+inline constexpr uint32_t kMagic = 0x4d545845;  // "EXTM"
+inline constexpr uint16_t kVersion = 1;
+inline constexpr size_t kHeaderSize = 12;
+inline constexpr size_t kMaxPayload = 512;
+inline constexpr size_t kMaxFrame = kHeaderSize + kMaxPayload;
+inline constexpr size_t kMaxPolicyName = 31;
+inline constexpr size_t kMaxMessage = 255;
+
+enum class MsgType : uint16_t { kHello = 1, kReply = 2, kRegister = 3 };
+
+// Hello flags.
+inline constexpr uint32_t kHelloWantsUffdDevice = 1u << 0;  // cannot create a userfaultfd
+// Reply flags.
+inline constexpr uint32_t kReplyCarriesUffdDevice = 1u << 0;
+
+struct Hello {
+  uint64_t dram_limit = 0;  // bytes; 0 = the daemon's default
+  uint32_t flags = 0;
+  char policy[kMaxPolicyName + 1] = {};  // empty = the daemon's default
+};
+
+struct Reply {
+  int32_t status = 0;  // 0 or an errno value
+  uint32_t flags = 0;
+  uint64_t value = 0;
+  char message[kMaxMessage + 1] = {};
+};
+
+struct Register {
+  uint64_t arena_base = 0;
+  uint64_t arena_size = 0;
+};
+
+enum class DecodeError {
+  kOk,
+  kTruncated,     // shorter than its header or declared length
+  kBadMagic,
+  kBadVersion,
+  kOversized,     // declared payload above kMaxPayload
+  kUnknownType,
+  kTrailingBytes,  // payload longer than its fields
+  kBadString,      // too long or not printable ASCII
+};
+const char* describe(DecodeError error) noexcept;
+
+struct FrameHeader {
+  uint16_t version = 0;
+  MsgType type = MsgType::kHello;
+  uint32_t length = 0;
+};
+
+// Decodes and checks the header of a frame of `size` bytes. On kBadVersion, `out`
+// still holds the version the peer speaks.
+DecodeError decode_header(const std::byte* data, size_t size, FrameHeader* out) noexcept;
+
+// Encoders write a whole frame into buf (at least kMaxFrame bytes) and return its size.
+size_t encode(const Hello& msg, std::byte* buf) noexcept;
+size_t encode(const Reply& msg, std::byte* buf) noexcept;
+size_t encode(const Register& msg, std::byte* buf) noexcept;
+
+// Decoders take the payload (after the header) and its declared length.
+DecodeError decode(const std::byte* payload, size_t size, Hello* out) noexcept;
+DecodeError decode(const std::byte* payload, size_t size, Reply* out) noexcept;
+DecodeError decode(const std::byte* payload, size_t size, Register* out) noexcept;
+
+// Copies a C string into a fixed field, truncating and keeping only printable ASCII.
+void copy_text(char* dst, size_t capacity, const char* src) noexcept;
+
+}  // namespace extmem::wire
