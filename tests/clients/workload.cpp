@@ -85,7 +85,9 @@ alignas(64) char g_scratch[1 << 20];
   _exit(1);
 }
 
-[[noreturn]] void DieErrno(const char* what) { Die("%s: %s", what, std::strerror(errno)); }
+[[noreturn]] void DieErrno(const char* what) {
+  Die("%s: %s", what, std::strerror(errno));
+}
 
 [[noreturn, gnu::format(printf, 1, 2)]] void UsageError(const char* fmt, ...) {
   char message[256];
@@ -266,8 +268,7 @@ class ArenaMap {
       const auto dash = std::from_chars(line.data(), last, start, 16);
       if (dash.ec != std::errc() || dash.ptr == last || *dash.ptr != '-' ||
           std::from_chars(dash.ptr + 1, last, end, 16).ec != std::errc()) {
-        Die("cannot parse /proc/self/maps line: %.*s", static_cast<int>(line.size()),
-            line.data());
+        Die("cannot parse /proc/self/maps line: %.*s", static_cast<int>(line.size()), line.data());
       }
       map.ranges_.emplace_back(start, end);
     }
@@ -286,8 +287,7 @@ class ArenaMap {
 
   bool Contains(const void* p, size_t len) const {
     const auto start = reinterpret_cast<uintptr_t>(p);
-    auto it = std::upper_bound(ranges_.begin(), ranges_.end(),
-                               std::make_pair(start, UINTPTR_MAX));
+    auto it = std::upper_bound(ranges_.begin(), ranges_.end(), std::make_pair(start, UINTPTR_MAX));
     if (it == ranges_.begin()) return false;
     --it;
     return start >= it->first && start + len <= it->second;
@@ -297,7 +297,9 @@ class ArenaMap {
   std::vector<std::pair<uintptr_t, uintptr_t>> ranges_;
 };
 
-bool is_managed(const void* p) { return ArenaMap::Load().Contains(p, 1); }
+bool is_managed(const void* p) {
+  return ArenaMap::Load().Contains(p, 1);
+}
 
 char* MapFresh(size_t len) {
   void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -410,7 +412,9 @@ const char* KindName(Kind kind) {
 constexpr uint32_t kFirstRound = 1;
 constexpr uint32_t kSecondRound = 2;
 
-size_t ChunksFor(size_t len) { return (len + kChunk - 1) / kChunk; }
+size_t ChunksFor(size_t len) {
+  return (len + kChunk - 1) / kChunk;
+}
 
 // One live block and the model of its contents.
 struct Block {
@@ -507,8 +511,8 @@ Block AllocateBlock(const PlannedBlock& plan) {
     Die("%s of %zu bytes at %p is not aligned to %zu", KindName(plan.kind), plan.len, p,
         plan.align);
   }
-  return Block{plan.id, plan.kind, static_cast<char*>(p), plan.len, 0,
-               std::vector<uint32_t>(ChunksFor(plan.len), 0)};
+  return Block{plan.id,  plan.kind, static_cast<char*>(p),
+               plan.len, 0,         std::vector<uint32_t>(ChunksFor(plan.len), 0)};
 }
 
 void ReleaseBlock(Block& b) {
@@ -596,8 +600,7 @@ class Worker {
         const size_t old_len = b.len;
         Remap(b, old_len + rng_.Uniform(1, 8 * kMiB / page) * page);
         bad_ += CheckModel(b, 0, old_len);
-        bad_ += CheckFreshMapping(b.base + old_len, b.origin + old_len, b.len - old_len,
-                                  b.label());
+        bad_ += CheckFreshMapping(b.base + old_len, b.origin + old_len, b.len - old_len, b.label());
         b.seeds.resize(ChunksFor(b.len));
         SetSeeds(b, old_len, b.len, kSecondRound);
         WriteModel(b, old_len, b.len);
@@ -628,10 +631,9 @@ class Worker {
         const size_t start = rng_.Uniform(1, pages - 1 - cut / page) * page;
         const size_t rest = start + cut;
         Unmap(b.base + start, cut);
-        pieces.push_back(Block{b.id, b.kind, b.base + rest, b.len - rest, b.origin + rest,
-                               std::vector<uint32_t>(b.seeds.begin() + rest / kChunk,
-                                                     b.seeds.end()),
-                               b.counted});
+        pieces.push_back(Block{
+            b.id, b.kind, b.base + rest, b.len - rest, b.origin + rest,
+            std::vector<uint32_t>(b.seeds.begin() + rest / kChunk, b.seeds.end()), b.counted});
         b.len = start;
         b.seeds.resize(ChunksFor(b.len));
         break;
@@ -753,8 +755,8 @@ std::vector<PlannedBlock> MakePlan(size_t mmap_bytes, size_t malloc_bytes) {
         plan.push_back({plan.size(), Kind::kPosixMemalign, len, align});
         break;
       case 2:  // aligned_alloc wants a multiple of the alignment.
-        plan.push_back({plan.size(), Kind::kAlignedAlloc, (len + align - 1) / align * align,
-                        align});
+        plan.push_back(
+            {plan.size(), Kind::kAlignedAlloc, (len + align - 1) / align * align, align});
         break;
       default:
         plan.push_back({plan.size(), Kind::kMalloc, len, 1});
@@ -843,8 +845,8 @@ int RunStress(Options& options) {
 // An unlinked temporary file in $TMPDIR (or /tmp).
 int TempFile() {
   const char* dir = std::getenv("TMPDIR");
-  std::string path = std::string(dir != nullptr && *dir != '\0' ? dir : "/tmp") +
-                     "/extmem-workload-XXXXXX";
+  std::string path =
+      std::string(dir != nullptr && *dir != '\0' ? dir : "/tmp") + "/extmem-workload-XXXXXX";
   const int fd = mkstemp(path.data());
   if (fd < 0) DieErrno(path.c_str());
   unlink(path.c_str());
@@ -896,8 +898,7 @@ int RunSyscalls(Options& options) {
   TransferAll("read", kLen, [&](size_t got) { return read(src, mapped + got, kLen - got); });
   bad += Verify(mapped, 0, kLen, file_pattern, {"mmap buffer after read(2)", -1});
   TransferAll("pread", kLen - kSkew, [&](size_t got) {
-    return pread(src, heap + kSkew + got, kLen - kSkew - got,
-                 static_cast<off_t>(kOddOffset + got));
+    return pread(src, heap + kSkew + got, kLen - kSkew - got, static_cast<off_t>(kOddOffset + got));
   });
   bad += Verify(heap + kSkew, kOddOffset, kLen - kSkew, file_pattern,
                 {"malloc buffer after pread(2)", -1});
@@ -1050,19 +1051,17 @@ int RunFork(Options& options) {
 
   ExpectExit("child that only exits", RunChild([] {}), 0);
 
-  const char* read_outcome = CheckTouchOutcome(
-      "child reading", RunChild([&] {
-        ExpectCrashInChild();
-        if (Verify(buffer, 0, kLen, pattern, {"child's view of the buffer", -1}) > 0) _exit(1);
-      }),
-      managed);
+  const int read_status = RunChild([&] {
+    ExpectCrashInChild();
+    if (Verify(buffer, 0, kLen, pattern, {"child's view of the buffer", -1}) > 0) _exit(1);
+  });
+  const char* read_outcome = CheckTouchOutcome("child reading", read_status, managed);
 
-  const char* write_outcome = CheckTouchOutcome(
-      "child writing", RunChild([&] {
-        ExpectCrashInChild();
-        Fill(buffer, 0, kLen, Pattern::Of(0xbad, 1));
-      }),
-      managed);
+  const int write_status = RunChild([&] {
+    ExpectCrashInChild();
+    Fill(buffer, 0, kLen, Pattern::Of(0xbad, 1));
+  });
+  const char* write_outcome = CheckTouchOutcome("child writing", write_status, managed);
   if (const uint64_t bad = Verify(buffer, 0, kLen, pattern, parent_view); bad > 0) {
     Die("a child's writes changed %llu bytes of the parent's buffer",
         static_cast<unsigned long long>(bad));
