@@ -98,6 +98,9 @@ class ArenaAllocator {
   // Start of a block of at least len bytes (rounded up to pages), aligned to `align` (a power of
   // two; values below the page size mean page alignment). 0 if len is 0, align is not a power of
   // two, or arena space or metadata memory ran out.
+  // Best fit among the free extents below the last block (lowest address on ties), the top of the
+  // arena only when none fits. O(log n), except that an over-aligned request that would otherwise
+  // fail scans the free extents before giving up.
   uintptr_t allocate(size_t len, size_t align = 0) noexcept;
 
   // Length of the block that starts exactly at p, 0 if p is not a block start.
@@ -135,9 +138,8 @@ class ArenaAllocator {
     uintptr_t start;
     friend auto operator<=>(const Gap&, const Gap&) = default;  // Best fit, then lowest address.
   };
-  using BlockMap =
-      std::map<uintptr_t, size_t, std::less<uintptr_t>,
-               arena_detail::PoolAllocator<std::pair<const uintptr_t, size_t>>>;
+  using BlockMap = std::map<uintptr_t, size_t, std::less<uintptr_t>,
+                            arena_detail::PoolAllocator<std::pair<const uintptr_t, size_t>>>;
   using GapSet = std::set<Gap, std::less<Gap>, arena_detail::PoolAllocator<Gap>>;
 
   uintptr_t arena_end() const noexcept { return base_ + size_; }

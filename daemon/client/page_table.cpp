@@ -33,7 +33,8 @@ void PageTable::set_state(uint64_t page, PageState state) {
 }
 
 uint64_t PageTable::clear_range(uint64_t first, uint64_t count) {
-  uint64_t end = std::min(first + count, pages_);
+  if (first >= pages_) return 0;
+  uint64_t end = first + std::min(count, pages_ - first);
   uint64_t cleared = 0;
   for (uint64_t page = first; page < end;) {
     uint64_t chunk_index = page / kChunkPages;
@@ -45,7 +46,8 @@ uint64_t PageTable::clear_range(uint64_t first, uint64_t count) {
         if (static_cast<PageState>(e & kStateMask) == PageState::kResident) ++cleared;
         e = 0;
       }
-      if (page % kChunkPages == 0 && chunk_end - page == kChunkPages) {
+      uint64_t chunk_limit = std::min((chunk_index + 1) * kChunkPages, pages_);
+      if (page % kChunkPages == 0 && chunk_end == chunk_limit) {
         chunk.reset();  // the whole chunk is empty again
         --allocated_chunks_;
       }

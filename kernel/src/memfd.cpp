@@ -6,6 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstring>
+
 namespace extmem::kernel {
 
 Result<Memfd> Memfd::create(const char* name, unsigned flags) noexcept {
@@ -17,9 +20,14 @@ Result<Memfd> Memfd::create(const char* name, unsigned flags) noexcept {
 Result<Memfd> Memfd::adopt(UniqueFd fd) noexcept {
   struct stat st;
   if (fstat(fd.get(), &st) != 0) return Error::from_errno("fstat of received memfd");
-  // F_GET_SEALS succeeds only on memfd (shmem) files: a regular file, socket or device
-  // fails here, so the daemon never punches holes in a file the client chose.
-  if (!S_ISREG(st.st_mode) || fcntl(fd.get(), F_GET_SEALS) < 0) {
+  // The daemon punches holes in this file, so it must be an anonymous memfd nobody can
+  // open by name: F_GET_SEALS proves shmem, the "/memfd:" name proves memfd_create (a
+  // tmpfs file in /dev/shm is shmem too).
+  char path[64], target[128] = {};
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd.get());
+  ssize_t n = readlink(path, target, sizeof(target) - 1);
+  if (!S_ISREG(st.st_mode) || fcntl(fd.get(), F_GET_SEALS) < 0 || n <= 0 ||
+      strncmp(target, "/memfd:", 7) != 0) {
     return Error::make(EBADF, "descriptor %d is not a memfd", fd.get());
   }
   return Memfd(std::move(fd));

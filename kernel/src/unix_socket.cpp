@@ -33,10 +33,24 @@ Result<UniqueFd> listen_unix(const char* path, unsigned mode, int backlog) noexc
     if (!S_ISSOCK(st.st_mode)) return Error::make(EEXIST, "%s exists and is not a socket", path);
     unlink(path);
   }
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&*addr), sizeof(sockaddr_un)) != 0) {
-    return Error::from_errno("bind(%s)", path);
+  // Bound under a temporary name and renamed once its mode is set, so nobody can
+  // connect while the socket still has the umask's permissions.
+  char temp_path[sizeof(addr->sun_path)];
+  if (snprintf(temp_path, sizeof(temp_path), "%s.%d", path, getpid()) >=
+      static_cast<int>(sizeof(temp_path))) {
+    return Error::make(ENAMETOOLONG, "socket path %s", path);
   }
-  if (chmod(path, mode) != 0) return Error::from_errno("chmod(%s)", path);
+  auto temp_addr = make_address(temp_path);
+  if (!temp_addr) return temp_addr.error();
+  unlink(temp_path);
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&*temp_addr), sizeof(sockaddr_un)) != 0) {
+    return Error::from_errno("bind(%s)", temp_path);
+  }
+  if (chmod(temp_path, mode) != 0 || rename(temp_path, path) != 0) {
+    Error error = Error::from_errno("chmod/rename(%s)", temp_path);
+    unlink(temp_path);
+    return error;
+  }
   if (listen(fd.get(), backlog) != 0) return Error::from_errno("listen(%s)", path);
   return fd;
 }

@@ -17,8 +17,9 @@ inline bool parse_size(const char* text, uint64_t* out) noexcept {
   uint64_t whole = 0;
   int digits = 0;
   for (; *p >= '0' && *p <= '9'; ++p, ++digits) {
-    if (whole > (UINT64_MAX - 9) / 10) return false;
-    whole = whole * 10 + static_cast<uint64_t>(*p - '0');
+    uint64_t digit = static_cast<uint64_t>(*p - '0');
+    if (whole > (UINT64_MAX - digit) / 10) return false;
+    whole = whole * 10 + digit;
   }
   uint64_t frac = 0, frac_scale = 1;
   if (*p == '.') {
@@ -43,8 +44,11 @@ inline bool parse_size(const char* text, uint64_t* out) noexcept {
   if (*p != '\0') return false;
   if (frac_scale > 1 && shift == 0) return false;  // fractional bytes make no sense
   if (shift != 0 && whole > (UINT64_MAX >> shift)) return false;
-  uint64_t value = (whole << shift) + ((frac << shift) / frac_scale);
-  *out = value;
+  // 128 bits: frac < 10^9 shifted by up to 40 bits exceeds 64.
+  __extension__ typedef unsigned __int128 Wide;
+  Wide value = (static_cast<Wide>(whole) << shift) + ((static_cast<Wide>(frac) << shift) / frac_scale);
+  if (value > UINT64_MAX) return false;
+  *out = static_cast<uint64_t>(value);
   return true;
 }
 

@@ -168,6 +168,7 @@ DecodeError decode(const std::byte* payload, size_t size, Register* out) noexcep
 }
 
 void copy_text(char* dst, size_t capacity, const char* src) noexcept {
+  if (capacity == 0) return;
   size_t n = 0;
   for (; src[n] != '\0' && n + 1 < capacity; ++n) {
     char c = src[n];

@@ -8,6 +8,7 @@
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,6 +65,9 @@ constexpr char kUsage[] =
     "      touch N MiB, print \"ready pid=<pid>\", sleep S seconds (default: until killed)\n"
     "  alloc-sizes\n"
     "      print whether 4 KiB, 64 KiB, 128 KiB and 1 MiB malloc and mmap blocks are managed\n"
+    "  behind-the-shim\n"
+    "      munmap and mremap parts of a managed block with raw system calls (as a program\n"
+    "      that bypasses libc would), then check the moved and remaining pages\n"
     "\n"
     "--require-managed fails unless the large blocks lie in the \"/memfd:extmem-arena\"\n"
     "mapping. Exit status: 0 on success, 1 on a failed check, 2 on a usage error.\n";
@@ -1161,6 +1165,40 @@ int RunAllocSizes(Options& options) {
   return 0;
 }
 
+// The daemon learns of these only through userfaultfd UNMAP/REMAP events.
+int RunBehindTheShim(Options& options) {
+  options.Finish();
+  const size_t len = 16 * kMiB;
+  char* block = MapFresh(len);
+  const Pattern pattern = Pattern::Of(0xbe11, 3);
+  // Touch only the first half: the rest must still read zero after moving.
+  Fill(block, 0, len / 2, pattern);
+
+  // Unmap 1 MiB in the touched half.
+  if (syscall(SYS_munmap, block + 2 * kMiB, kMiB) != 0) DieErrno("munmap(2)");
+  // Move 4 MiB that straddle the touched and untouched halves to a new address.
+  char* target = static_cast<char*>(mmap(nullptr, 4 * kMiB, PROT_NONE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  if (target == MAP_FAILED) DieErrno("mmap(target)");
+  char* const moved_from = block + 6 * kMiB;
+  void* moved = reinterpret_cast<void*>(syscall(SYS_mremap, moved_from, 4 * kMiB, 4 * kMiB,
+                                                MREMAP_MAYMOVE | MREMAP_FIXED, target));
+  if (moved != target) DieErrno("mremap(2)");
+
+  uint64_t bad = Verify(block, 0, 2 * kMiB, pattern, {"head", -1});
+  bad += Verify(block + 3 * kMiB, 3 * kMiB, 3 * kMiB, pattern, {"before the moved part", -1});
+  bad += Verify(target, 6 * kMiB, 2 * kMiB, pattern, {"moved, touched", -1});
+  bad += CheckFreshMapping(target + 2 * kMiB, 0, 2 * kMiB, {"moved, untouched", -1});
+  bad += CheckFreshMapping(block + 10 * kMiB, 0, 6 * kMiB, {"tail, untouched", -1});
+  // New writes to moved pages that were never touched go through the daemon too.
+  Fill(target + 2 * kMiB, 8 * kMiB, 2 * kMiB, pattern);
+  bad += Verify(target + 2 * kMiB, 8 * kMiB, 2 * kMiB, pattern, {"moved, rewritten", -1});
+  if (bad > 0) Die("%llu bytes differ", static_cast<unsigned long long>(bad));
+  std::printf("behind-the-shim ok: block %s, unmapped 1 MiB, moved 4 MiB\n",
+              is_managed(block) ? "managed" : "unmanaged");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1178,5 +1216,6 @@ int main(int argc, char** argv) {
   if (command == "fork") return RunFork(options);
   if (command == "hold") return RunHold(options);
   if (command == "alloc-sizes") return RunAllocSizes(options);
+  if (command == "behind-the-shim") return RunBehindTheShim(options);
   UsageError("unknown command '%s'", argv[1]);
 }

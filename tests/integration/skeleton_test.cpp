@@ -109,6 +109,20 @@ TEST(Skeleton, ForkedChildDoesNotSeeManagedMemoryAndExecWorks) {
   EXPECT_NE(r.out.find("managed"), std::string::npos) << r.out;
 }
 
+TEST(Skeleton, UnmapAndMremapBehindTheShimAreFollowed) {
+  ScratchDir dir;
+  Daemon daemon(dir);
+  ProcessResult r = run_client(dir, daemon, {"behind-the-shim"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
+  EXPECT_NE(r.out.find("block managed"), std::string::npos) << r.out;
+  pid_t pid = registered_pid(daemon.log());
+  ASSERT_TRUE(departed(daemon, pid)) << daemon.log();
+  std::string log = daemon.log();
+  EXPECT_GE(departed_counter(log, pid, "unmap"), 1u) << log;
+  EXPECT_GE(departed_counter(log, pid, "remap"), 1u) << log;
+  EXPECT_EQ(departed_counter(log, pid, "fault_errors"), 0u) << log;
+}
+
 TEST(Skeleton, ClientKilledWithSigkillIsReleased) {
   ScratchDir dir;
   Daemon daemon(dir);

@@ -48,7 +48,8 @@ TEST(AddressMapTest, PiecesClipToTheArena) {
   // Starting before the arena: clipped at its start.
   EXPECT_EQ(map.pieces(kBase - 2 * kPage, 3 * kPage), (Segments{{kBase, kPage, 0}}));
   // Inside: the offset follows the address.
-  EXPECT_EQ(map.pieces(kBase + 5 * kPage, kPage), (Segments{{kBase + 5 * kPage, kPage, 5 * kPage}}));
+  EXPECT_EQ(map.pieces(kBase + 5 * kPage, kPage),
+            (Segments{{kBase + 5 * kPage, kPage, 5 * kPage}}));
   // Running past the end: clipped at its end.
   EXPECT_EQ(map.pieces(kBase + 14 * kPage, 10 * kPage),
             (Segments{{kBase + 14 * kPage, 2 * kPage, 14 * kPage}}));
@@ -70,15 +71,15 @@ TEST(AddressMapTest, UnmapMiddleSplitsInTwo) {
   AddressMap map(kBase, kLen);
   EXPECT_EQ(map.unmap(kBase + 4 * kPage, 2 * kPage),
             (Segments{{kBase + 4 * kPage, 2 * kPage, 4 * kPage}}));
-  EXPECT_EQ(map.segments(), (Segments{{kBase, 4 * kPage, 0},
-                                      {kBase + 6 * kPage, 10 * kPage, 6 * kPage}}));
+  EXPECT_EQ(map.segments(),
+            (Segments{{kBase, 4 * kPage, 0}, {kBase + 6 * kPage, 10 * kPage, 6 * kPage}}));
   EXPECT_EQ(map.find(kBase + 5 * kPage), nullptr);
   ASSERT_NE(map.find(kBase + 7 * kPage), nullptr);
   EXPECT_EQ(map.find(kBase + 7 * kPage)->offset, 6 * kPage);
   // Pieces across the hole come back as two, each with its own offset.
-  EXPECT_EQ(map.pieces(kBase + 3 * kPage, 4 * kPage),
-            (Segments{{kBase + 3 * kPage, kPage, 3 * kPage},
-                      {kBase + 6 * kPage, kPage, 6 * kPage}}));
+  EXPECT_EQ(
+      map.pieces(kBase + 3 * kPage, 4 * kPage),
+      (Segments{{kBase + 3 * kPage, kPage, 3 * kPage}, {kBase + 6 * kPage, kPage, 6 * kPage}}));
 }
 
 TEST(AddressMapTest, UnmapTailKeepsTheHead) {
@@ -97,8 +98,8 @@ TEST(AddressMapTest, UnmapAcrossSeveralSegmentsReturnsEachPiece) {
             (Segments{{kBase + 2 * kPage, 2 * kPage, 2 * kPage},
                       {kBase + 5 * kPage, 3 * kPage, 5 * kPage},
                       {kBase + 9 * kPage, 2 * kPage, 9 * kPage}}));
-  EXPECT_EQ(map.segments(), (Segments{{kBase, 2 * kPage, 0},
-                                      {kBase + 11 * kPage, 5 * kPage, 11 * kPage}}));
+  EXPECT_EQ(map.segments(),
+            (Segments{{kBase, 2 * kPage, 0}, {kBase + 11 * kPage, 5 * kPage, 11 * kPage}}));
 }
 
 TEST(AddressMapTest, UnmapEverythingLeavesNoSegments) {
@@ -113,8 +114,8 @@ TEST(AddressMapTest, UnmapOfUnmappedRangeIsANoOp) {
   map.unmap(kBase + 4 * kPage, 2 * kPage);
   const Segments before = map.segments();
   EXPECT_TRUE(map.unmap(kBase + 4 * kPage, 2 * kPage).empty());  // The hole itself.
-  EXPECT_TRUE(map.unmap(kBase + kLen, 8 * kPage).empty());        // Past the arena.
-  EXPECT_TRUE(map.unmap(kBase - 8 * kPage, 8 * kPage).empty());   // Ends where it starts.
+  EXPECT_TRUE(map.unmap(kBase + kLen, 8 * kPage).empty());       // Past the arena.
+  EXPECT_TRUE(map.unmap(kBase - 8 * kPage, 8 * kPage).empty());  // Ends where it starts.
   EXPECT_EQ(map.segments(), before);
 }
 

@@ -14,11 +14,11 @@
 
 namespace extmem::shim {
 
-// In the allocator's namespace so that ADL finds them inside gtest and std::vector.
-bool operator==(const ArenaAllocator::Range& a, const ArenaAllocator::Range& b) {
+// In the allocator's namespace (not an unnamed one) so ADL finds them from gtest and std::vector.
+static bool operator==(const ArenaAllocator::Range& a, const ArenaAllocator::Range& b) {
   return a.start == b.start && a.len == b.len;
 }
-std::ostream& operator<<(std::ostream& out, const ArenaAllocator::Range& range) {
+static std::ostream& operator<<(std::ostream& out, const ArenaAllocator::Range& range) {
   return out << "{0x" << std::hex << range.start << ", 0x" << range.len << std::dec << "}";
 }
 
@@ -30,7 +30,7 @@ constexpr size_t k2MiB = size_t{2} << 20;
 constexpr uintptr_t kBase = uintptr_t{1} << 40;
 
 // map_pages for tests: real memory (the node pool writes into it), with an optional call budget
-// to simulate metadata exhaustion. Chunks stay referenced so leak checkers stay quiet.
+// to simulate metadata exhaustion. Chunks are freed in TearDown, after the test's allocators.
 std::vector<void*> g_chunks;
 long g_map_budget = -1;  // Calls left before failing; -1 is unlimited.
 size_t g_map_calls = 0;
@@ -48,7 +48,9 @@ void* TestMapPages(size_t bytes) {
   return chunk;
 }
 
-void* FailingMapPages(size_t /*bytes*/) { return nullptr; }
+void* FailingMapPages(size_t /*bytes*/) {
+  return nullptr;
+}
 
 struct FreedLog {
   std::vector<ArenaAllocator::Range> ranges;
@@ -131,6 +133,29 @@ TEST_F(ArenaAllocatorTest, ContainsCoversExactlyTheArena) {
   EXPECT_FALSE(arena.contains(kBase + 8 * kPage));
   EXPECT_EQ(arena.base(), kBase);
   EXPECT_EQ(arena.size(), 8 * kPage);
+}
+
+TEST_F(ArenaAllocatorTest, PrefersBestFitThenLowestAddressThenTop) {
+  ArenaAllocator arena(kBase, 64 * kPage, TestMapPages);
+  // Holes of 5, 2, 3 and 2 pages, in address order, separated by one-page blocks.
+  const size_t holes[] = {5, 2, 3, 2};
+  std::vector<uintptr_t> hole_starts;
+  uintptr_t next = kBase;
+  for (size_t pages : holes) {
+    hole_starts.push_back(next);
+    ASSERT_EQ(arena.allocate(pages * kPage), next);
+    ASSERT_EQ(arena.allocate(kPage), next + pages * kPage);
+    next += (pages + 1) * kPage;
+  }
+  for (size_t i = 0; i < std::size(holes); ++i) {
+    ASSERT_TRUE(arena.release(hole_starts[i], holes[i] * kPage, nullptr, nullptr));
+  }
+  EXPECT_EQ(arena.allocate(2 * kPage), hole_starts[1]);  // Exact fit, lower of two.
+  EXPECT_EQ(arena.allocate(2 * kPage), hole_starts[3]);
+  EXPECT_EQ(arena.allocate(kPage), hole_starts[2]);      // Smallest hole that fits.
+  EXPECT_EQ(arena.allocate(4 * kPage), hole_starts[0]);  // The 3-page remainder is too small.
+  EXPECT_EQ(arena.allocate(3 * kPage), next);            // Top only when no hole fits.
+  EXPECT_TRUE(arena.verify_invariants());
 }
 
 TEST_F(ArenaAllocatorTest, ExhaustionReturnsZero) {
@@ -498,7 +523,7 @@ struct RandomRun {
   size_t max_release_pages;
   size_t allocate_percent;
   size_t release_percent;  // The rest are resizes.
-  long map_budget;  // -1: unlimited metadata memory.
+  long map_budget;         // -1: unlimited metadata memory.
 };
 
 void RunRandomized(const RandomRun& run) {
@@ -582,8 +607,8 @@ void RunRandomized(const RandomRun& run) {
       const bool resized = arena.resize_in_place(start, new_len, FreedLog::Record, &log);
       bool expected = old_len != 0 && new_len != 0;
       if (expected && rounded > old_len) {
-        expected = start + rounded <= model.end() &&
-                   model.range_free(start + old_len, rounded - old_len);
+        expected =
+            start + rounded <= model.end() && model.range_free(start + old_len, rounded - old_len);
       }
       if (resized != expected) {
         ASSERT_FALSE(resized) << "resized into allocated space";

@@ -38,7 +38,9 @@ using ::testing::StartsWith;
 
 constexpr size_t kPage = 4096;
 
-bool IsOpen(int fd) { return fcntl(fd, F_GETFD) != -1; }
+bool IsOpen(int fd) {
+  return fcntl(fd, F_GETFD) != -1;
+}
 
 // Closed means the descriptor number is free again, not merely unusable.
 void ExpectClosed(int fd) {
@@ -399,8 +401,8 @@ TEST(MemfdTest, AdoptRejectsARegularFileOnTmpfs) {
 // --- Userfaultfd ----------------------------------------------------------------------------
 
 // A userfaultfd of this process, or skips the test when the system does not allow one.
-#define CREATE_UFFD_OR_SKIP(var)                                                        \
-  Result<Userfaultfd> var = Userfaultfd::create(O_CLOEXEC | O_NONBLOCK);                \
+#define CREATE_UFFD_OR_SKIP(var)                                                       \
+  Result<Userfaultfd> var = Userfaultfd::create(O_CLOEXEC | O_NONBLOCK);               \
   if (!var.ok() && var.error().code() == EPERM) GTEST_SKIP() << var.error().message(); \
   ASSERT_TRUE(var.ok()) << var.error().message()
 
@@ -643,7 +645,7 @@ TEST(UnixSocketTest, ReceiveReportsPeerClose) {
 
 TEST(UnixSocketTest, ReceiveTimesOutWithEagain) {
   SocketPair s = MakeSeqpacketPair();
-  ASSERT_TRUE(set_io_timeout(s.b.get(), 20).ok());
+  ASSERT_TRUE(set_io_timeout(s.b.get(), 10).ok());
   std::array<std::byte, 16> buf{};
   Result<Received> r = receive_message(s.b.get(), buf, {});
   ASSERT_FALSE(r.ok());

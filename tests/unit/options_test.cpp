@@ -73,9 +73,8 @@ TEST(OptionsTest, LogLevels) {
 }
 
 TEST(OptionsTest, AllOptionsTogether) {
-  const Options o = ParseOk({"--socket", "/run/a.sock", "--socket-mode", "0600",
-                             "--fault-threads", "4", "--log-level", "debug", "--no-lend-uffd",
-                             "--probe"});
+  const Options o = ParseOk({"--socket", "/run/a.sock", "--socket-mode", "0600", "--fault-threads",
+                             "4", "--log-level", "debug", "--no-lend-uffd", "--probe"});
   EXPECT_EQ(o.socket_path, "/run/a.sock");
   EXPECT_EQ(o.socket_mode, 0600u);
   EXPECT_EQ(o.fault_threads, 4u);

@@ -98,9 +98,9 @@ TEST(ParseSizeTest, RejectsFractionWithoutSuffix) {
 
 TEST(ParseSizeTest, RejectsOverflowFromSuffix) {
   ExpectRejected("99999999999T");
-  ExpectRejected("16777216T");  // 2^24 TiB = 2^64.
+  ExpectRejected("16777216T");                              // 2^24 TiB = 2^64.
   EXPECT_EQ(Parse("16777215T"), uint64_t{16777215} << 40);  // The largest whole TiB count.
-  ExpectRejected("17179869184G");  // 2^34 GiB = 2^64.
+  ExpectRejected("17179869184G");                           // 2^34 GiB = 2^64.
 }
 
 TEST(ParseSizeTest, RejectsOverflowingDigitStrings) {

@@ -42,7 +42,9 @@ DecodeError DecodeFrame(const Frame& frame, MsgType expected, Msg* out) {
   return decode(frame.data() + kHeaderSize, header.length, out);
 }
 
-std::string Repeat(char c, size_t n) { return std::string(n, c); }
+std::string Repeat(char c, size_t n) {
+  return std::string(n, c);
+}
 
 TEST(WireTest, HeaderLayoutIsLittleEndianMagicVersionTypeLength) {
   Register msg;
@@ -290,10 +292,10 @@ TEST(WireTest, StringsRejectNonPrintableBytes) {
 }
 
 TEST(WireTest, DescribeNamesEveryError) {
-  for (DecodeError e : {DecodeError::kOk, DecodeError::kTruncated, DecodeError::kBadMagic,
-                        DecodeError::kBadVersion, DecodeError::kOversized,
-                        DecodeError::kUnknownType, DecodeError::kTrailingBytes,
-                        DecodeError::kBadString}) {
+  for (DecodeError e :
+       {DecodeError::kOk, DecodeError::kTruncated, DecodeError::kBadMagic, DecodeError::kBadVersion,
+        DecodeError::kOversized, DecodeError::kUnknownType, DecodeError::kTrailingBytes,
+        DecodeError::kBadString}) {
     EXPECT_STRNE(describe(e), "unknown decode error") << static_cast<int>(e);
   }
   EXPECT_STREQ(describe(DecodeError::kOk), "ok");
@@ -361,7 +363,7 @@ TEST(WireTest, RandomBuffersNeverCrashTheDecoders) {
     ASSERT_LE(header.length, kMaxPayload);
     ASSERT_EQ(header.length + kHeaderSize, buf.size());
     // Copy the payload to an exact-size heap block so ASan catches any overread.
-    std::unique_ptr<std::byte[]> payload(new std::byte[header.length + 1]);
+    std::unique_ptr<std::byte[]> payload(new std::byte[header.length]);
     memcpy(payload.get(), buf.data() + kHeaderSize, header.length);
     DecodeError pe = DecodeError::kOk;
     switch (header.type) {
