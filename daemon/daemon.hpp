@@ -1,17 +1,22 @@
-// extmemd: the client server, the fault loop and the clients they share.
+// extmemd: the client server, the fault loop, reclaim and the swap device they share.
 #pragma once
+
+#include <memory>
 
 #include "client/registry.hpp"
 #include "config/options.hpp"
+#include "extmem/kernel/probe.hpp"
 #include "extmem/kernel/result.hpp"
 #include "fault/fault_loop.hpp"
+#include "reclaim/reclaimer.hpp"
 #include "server/server.hpp"
+#include "swap/swap_device.hpp"
 
 namespace extmem::daemon {
 
 class Daemon {
  public:
-  explicit Daemon(Options options);
+  Daemon(Options options, const kernel::Capabilities& caps);
 
   // Serves until SIGTERM or SIGINT. Expects those signals (and SIGHUP, SIGUSR1) to be
   // blocked in every thread, which block_daemon_signals() does.
@@ -21,9 +26,12 @@ class Daemon {
 
  private:
   Options options_;
+  bool track_access_;
   ClientRegistry registry_;
-  FaultLoop fault_loop_;
-  Server server_;
+  std::unique_ptr<SwapDevice> swap_;
+  std::unique_ptr<Reclaimer> reclaimer_;
+  std::unique_ptr<FaultLoop> fault_loop_;
+  std::unique_ptr<Server> server_;
 };
 
 // Blocks the signals the daemon waits for; call before any thread starts.

@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
                caps.kernel_swap_on ? "on" : "off");
 
   daemon::block_daemon_signals();
-  daemon::Daemon d(std::move(*options));
+  daemon::Daemon d(std::move(*options), caps);
   if (auto ran = d.run(); !ran) {
     spdlog::critical("{}", ran.error().message());
     return 1;

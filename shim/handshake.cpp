@@ -77,8 +77,8 @@ bool load_config(ShimConfig* config, char* error, size_t error_len) noexcept {
     config->socket_path = path;
   }
   if (const char* required = getenv("EXTMEM_REQUIRED"); required != nullptr) {
-    config->required = strcmp(required, "1") == 0 || strcmp(required, "yes") == 0 ||
-                       strcmp(required, "true") == 0;
+    config->required =
+        strcmp(required, "1") == 0 || strcmp(required, "yes") == 0 || strcmp(required, "true") == 0;
   }
   if (!read_size_env("EXTMEM_MIN_ALLOC", &config->min_alloc, error, error_len)) return false;
   if (!read_size_env("EXTMEM_ARENA_SIZE", &config->arena_size, error, error_len)) return false;

@@ -61,8 +61,8 @@ void* aligned_allocate(size_t align, size_t size) noexcept {
 }
 
 bool is_private_anonymous_rw(int prot, int flags, int fd) noexcept {
-  constexpr int kExcluded = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_STACK | MAP_GROWSDOWN |
-                            MAP_HUGETLB | MAP_32BIT;
+  constexpr int kExcluded =
+      MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_STACK | MAP_GROWSDOWN | MAP_HUGETLB | MAP_32BIT;
   return (flags & MAP_TYPE) == MAP_PRIVATE && (flags & MAP_ANONYMOUS) && !(flags & kExcluded) &&
          prot == (PROT_READ | PROT_WRITE) && fd == -1;
 }
@@ -163,8 +163,7 @@ EXTMEM_EXPORT void* mmap(void* addr, size_t len, int prot, int flags, int fd,
                          off_t offset) noexcept {
   if (is_private_anonymous_rw(prot, flags, fd) && wants_arena(len)) {
     if (void* p = arena_allocate(len, 0)) return p;
-  } else if ((flags & MAP_FIXED) && range_overlaps_arena(addr, len) &&
-             mode() == Mode::kManaged) {
+  } else if ((flags & MAP_FIXED) && range_overlaps_arena(addr, len) && mode() == Mode::kManaged) {
     // Replacing arena pages with fresh anonymous memory (how allocators decommit) is
     // served in place: the pages become zero with the requested protection. Any other
     // mapping over the arena would let the allocator punch holes in someone's file.
@@ -229,8 +228,8 @@ EXTMEM_EXPORT void* mremap(void* old_addr, size_t old_len, size_t new_len, int f
   uintptr_t old_start = reinterpret_cast<uintptr_t>(old_addr);
   old_len = round_up_to_page(old_len);
   size_t rounded_new = round_up_to_page(new_len);
-  if (old_start % kPageSize != 0 || new_len == 0 || old_len == 0 ||
-      (flags & MREMAP_DONTUNMAP) || ((flags & MREMAP_FIXED) && !(flags & MREMAP_MAYMOVE))) {
+  if (old_start % kPageSize != 0 || new_len == 0 || old_len == 0 || (flags & MREMAP_DONTUNMAP) ||
+      ((flags & MREMAP_FIXED) && !(flags & MREMAP_MAYMOVE))) {
     errno = EINVAL;
     return MAP_FAILED;
   }

@@ -36,15 +36,21 @@ class Lock {
 };
 
 void* map_metadata(size_t bytes) {
-  void* p = kernel::raw_mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* p =
+      kernel::raw_mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   return p == MAP_FAILED ? nullptr : p;
 }
 
-void zero_freed_range(void*, uintptr_t start, size_t len) { arena_zero(start, len); }
+void zero_freed_range(void*, uintptr_t start, size_t len) {
+  arena_zero(start, len);
+}
 
-void fork_prepare() { pthread_mutex_lock(&g_lock); }
-void fork_parent() { pthread_mutex_unlock(&g_lock); }
+void fork_prepare() {
+  pthread_mutex_lock(&g_lock);
+}
+void fork_parent() {
+  pthread_mutex_unlock(&g_lock);
+}
 void fork_child() {
   pthread_mutex_unlock(&g_lock);
   if (g_mode.load(std::memory_order_relaxed) != Mode::kManaged) return;

@@ -20,7 +20,9 @@ enum class Mode {
 extern std::atomic<Mode> g_mode;
 extern ShimConfig g_config;
 
-inline Mode mode() noexcept { return g_mode.load(std::memory_order_acquire); }
+inline Mode mode() noexcept {
+  return g_mode.load(std::memory_order_acquire);
+}
 
 // Starts the shim (the library constructor calls this once).
 void initialize() noexcept;
@@ -48,6 +50,8 @@ void arena_zero(uintptr_t start, size_t len) noexcept;
 [[gnu::format(printf, 1, 2)]] void warn(const char* fmt, ...) noexcept;
 
 inline constexpr size_t kPageSize = 4096;
-inline size_t round_up_to_page(size_t n) noexcept { return (n + kPageSize - 1) & ~(kPageSize - 1); }
+inline size_t round_up_to_page(size_t n) noexcept {
+  return (n + kPageSize - 1) & ~(kPageSize - 1);
+}
 
 }  // namespace extmem::shim

@@ -11,6 +11,13 @@ const Segment* AddressMap::find(uintptr_t addr) const {
   return nullptr;
 }
 
+uintptr_t AddressMap::address_of(uint64_t offset) const {
+  for (const Segment& s : segments_) {
+    if (offset - s.offset < s.len) return s.start + (offset - s.offset);
+  }
+  return 0;
+}
+
 std::vector<Segment> AddressMap::pieces(uintptr_t start, uint64_t len) const {
   std::vector<Segment> out;
   uintptr_t end = start + len;

@@ -19,6 +19,8 @@ class AddressMap {
 
   // The segment containing addr, or nullptr.
   const Segment* find(uintptr_t addr) const;
+  // The address arena offset `offset` is mapped at, or 0 if it is not mapped.
+  uintptr_t address_of(uint64_t offset) const;
   // Removes [start, start+len); returns the arena ranges (as segments) that were removed.
   std::vector<Segment> unmap(uintptr_t start, uint64_t len);
   // Moves [from, from+len) to `to` (which the kernel already vacated).

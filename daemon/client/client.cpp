@@ -3,15 +3,17 @@
 #include <spdlog/spdlog.h>
 
 #include "extmem/units.hpp"
+#include "swap/swap_device.hpp"
 
 namespace extmem::daemon {
 
-Client::Client(uint64_t id, ClientIdentity identity, kernel::UniqueFd socket,
-               kernel::Pidfd pidfd, kernel::Userfaultfd uffd, kernel::Memfd memfd,
-               uintptr_t arena_base, uint64_t arena_size, uint64_t dram_limit,
-               std::string policy)
+Client::Client(uint64_t id, ClientIdentity identity, kernel::UniqueFd socket, kernel::Pidfd pidfd,
+               kernel::Userfaultfd uffd, kernel::Memfd memfd, uintptr_t arena_base,
+               uint64_t arena_size, uint64_t dram_limit, std::unique_ptr<Policy> policy_in,
+               SwapDevice* swap)
     : pages(arena_size / kPageSize),
       address_map(arena_base, arena_size),
+      policy(std::move(policy_in)),
       id_(id),
       identity_(std::move(identity)),
       socket_(std::move(socket)),
@@ -20,8 +22,12 @@ Client::Client(uint64_t id, ClientIdentity identity, kernel::UniqueFd socket,
       memfd_(std::move(memfd)),
       arena_base_(arena_base),
       arena_size_(arena_size),
-      dram_limit_(dram_limit),
-      policy_(std::move(policy)) {}
+      limit_pages_(dram_limit / kPageSize),
+      swap_(swap) {}
+
+Client::~Client() {
+  if (swap_ != nullptr) swap_->release_all(id_);
+}
 
 void Client::unregister_arena() {
   std::lock_guard lock(mu);
@@ -35,24 +41,36 @@ void Client::unregister_arena() {
 }
 
 std::string Client::describe() {
-  char resident[32], table[32];
-  uint64_t resident_pages, table_bytes;
+  char limit[32], resident[32], swapped[32], metadata[32], read[32], written[32];
+  uint64_t resident_pages, swapped_pages, metadata_bytes;
+  std::string policy_name;
   {
     std::lock_guard lock(mu);
     resident_pages = pages.resident_pages();
-    table_bytes = pages.memory_bytes();
+    swapped_pages = pages.swapped_pages();
+    metadata_bytes = pages.memory_bytes() + policy->memory_bytes();
+    policy_name = policy->name();
   }
   const ClientCounters& c = counters_;
+  uint64_t limit_bytes = limit_pages() * kPageSize;
   return fmt::format(
-      "pid={} exe={} uid={} resident={} first_touch_faults={} zero_filled_pages={} "
-      "spurious_faults={} released_pages={} events(remove={} unmap={} remap={}) "
-      "fault_errors={} page_table={}",
-      identity_.pid, identity_.exe, identity_.uid,
+      "pid={} exe={} uid={} policy={} limit={} resident={} swapped={} "
+      "faults(first_touch={} major={} minor={} wp={} spurious={}) zero_filled_pages={} "
+      "evictions={} zero_evictions={} access_resets={} read={} written={} released_pages={} "
+      "events(remove={} unmap={} remap={}) fault_latency(p50<={}us p99<={}us) "
+      "errors(fault={} io={}) swap_full={} over_limit={} metadata={}",
+      identity_.pid, identity_.exe, identity_.uid, policy_name,
+      limit_bytes ? format_size(limit_bytes, limit, sizeof(limit)) : "none",
       format_size(resident_pages * kPageSize, resident, sizeof(resident)),
-      c.first_touch_faults.load(), c.zero_filled_pages.load(), c.spurious_faults.load(),
-      c.released_pages.load(), c.remove_events.load(), c.unmap_events.load(),
-      c.remap_events.load(), c.fault_errors.load(),
-      format_size(table_bytes, table, sizeof(table)));
+      format_size(swapped_pages * kPageSize, swapped, sizeof(swapped)), c.first_touch_faults.load(),
+      c.major_faults.load(), c.minor_faults.load(), c.wp_faults.load(), c.spurious_faults.load(),
+      c.zero_filled_pages.load(), c.evictions.load(), c.zero_evictions.load(),
+      c.access_resets.load(), format_size(c.bytes_read.load(), read, sizeof(read)),
+      format_size(c.bytes_written.load(), written, sizeof(written)), c.released_pages.load(),
+      c.remove_events.load(), c.unmap_events.load(), c.remap_events.load(),
+      c.fault_latency.quantile_us(0.5), c.fault_latency.quantile_us(0.99), c.fault_errors.load(),
+      c.io_errors.load(), c.swap_full.load(), c.over_limit.load(),
+      format_size(metadata_bytes, metadata, sizeof(metadata)));
 }
 
 }  // namespace extmem::daemon

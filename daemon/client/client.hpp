@@ -1,24 +1,30 @@
 // One managed application: who it is, the descriptors it handed over, where its arena
-// is mapped, the state of each arena page, and its counters.
+// is mapped, the state of each arena page, its policy, limit and counters.
 #pragma once
 
 #include <sys/types.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 
 #include "client/address_map.hpp"
+#include "client/latency.hpp"
 #include "client/page_table.hpp"
 #include "extmem/kernel/fd.hpp"
 #include "extmem/kernel/memfd.hpp"
 #include "extmem/kernel/pidfd.hpp"
 #include "extmem/kernel/uffd.hpp"
+#include "policy/policy.hpp"
 
 namespace extmem::daemon {
 
 inline constexpr uint64_t kPageSize = 4096;
+
+class SwapDevice;
 
 struct ClientIdentity {
   pid_t pid = 0;
@@ -30,12 +36,24 @@ struct ClientIdentity {
 struct ClientCounters {
   std::atomic<uint64_t> first_touch_faults{0};
   std::atomic<uint64_t> zero_filled_pages{0};
+  std::atomic<uint64_t> major_faults{0};  // restored from swap
+  std::atomic<uint64_t> minor_faults{0};  // access signals after an access-bit reset
+  std::atomic<uint64_t> wp_faults{0};
   std::atomic<uint64_t> spurious_faults{0};  // the page was already there: only woken
-  std::atomic<uint64_t> released_pages{0};   // freed by the application
+  std::atomic<uint64_t> evictions{0};
+  std::atomic<uint64_t> zero_evictions{0};  // all-zero pages dropped without I/O
+  std::atomic<uint64_t> access_resets{0};
+  std::atomic<uint64_t> bytes_read{0};
+  std::atomic<uint64_t> bytes_written{0};
+  std::atomic<uint64_t> released_pages{0};  // freed by the application
   std::atomic<uint64_t> remove_events{0};
   std::atomic<uint64_t> unmap_events{0};
   std::atomic<uint64_t> remap_events{0};
   std::atomic<uint64_t> fault_errors{0};
+  std::atomic<uint64_t> io_errors{0};
+  std::atomic<uint64_t> swap_full{0};   // evictions refused for want of swap space
+  std::atomic<uint64_t> over_limit{0};  // faults served above the limit
+  LatencyHistogram fault_latency;
 };
 
 // Grows the zero-fill window while first touches walk forward, as readahead does.
@@ -57,34 +75,43 @@ class SequentialDetector {
 class Client {
  public:
   Client(uint64_t id, ClientIdentity identity, kernel::UniqueFd socket, kernel::Pidfd pidfd,
-         kernel::Userfaultfd uffd, kernel::Memfd memfd, uintptr_t arena_base,
-         uint64_t arena_size, uint64_t dram_limit, std::string policy);
+         kernel::Userfaultfd uffd, kernel::Memfd memfd, uintptr_t arena_base, uint64_t arena_size,
+         uint64_t dram_limit, std::unique_ptr<Policy> policy, SwapDevice* swap);
+  // Gives the client's swap space back; runs when the last holder lets go, so no
+  // eviction or restore of this client is in flight.
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
 
   uint64_t id() const { return id_; }
   const ClientIdentity& identity() const { return identity_; }
   int socket_fd() const { return socket_.get(); }
   int pidfd() const { return pidfd_.fd(); }
+  const kernel::Pidfd& process() const { return pidfd_; }
   int uffd_fd() const { return uffd_.fd(); }
   kernel::Userfaultfd& uffd() { return uffd_; }
   kernel::Memfd& memfd() { return memfd_; }
   uintptr_t arena_base() const { return arena_base_; }
   uint64_t arena_size() const { return arena_size_; }
-  uint64_t dram_limit() const { return dram_limit_; }
-  const std::string& policy() const { return policy_; }
+  // Pages the client may keep in memory; 0 means no limit.
+  uint64_t limit_pages() const { return limit_pages_.load(std::memory_order_relaxed); }
+  void set_limit_pages(uint64_t limit) { limit_pages_.store(limit, std::memory_order_relaxed); }
   ClientCounters& counters() { return counters_; }
-  const ClientCounters& counters() const { return counters_; }
   bool exited() const { return pidfd_.exited(); }
 
-  // Page state and mappings; taken by the fault path.
+  // Page state, mappings and policy; guarded by `mu`.
   std::mutex mu;
   PageTable pages;
   AddressMap address_map;
   SequentialDetector sequential;
+  std::unique_ptr<Policy> policy;
+  // Signalled when reclaim freed memory for this client.
+  std::condition_variable room;
 
   // Hands the arena back to the kernel while the application still runs (daemon stop,
   // client detaching): it must never be left registered with nobody serving it.
   void unregister_arena();
-  // One line: pid, name and counters.
+  // One line: pid, name, limit, memory and counters.
   std::string describe();
 
  private:
@@ -96,8 +123,8 @@ class Client {
   kernel::Memfd memfd_;
   uintptr_t arena_base_;
   uint64_t arena_size_;
-  uint64_t dram_limit_;
-  std::string policy_;
+  std::atomic<uint64_t> limit_pages_;
+  SwapDevice* swap_;
   ClientCounters counters_;
 };
 

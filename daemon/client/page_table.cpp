@@ -4,63 +4,99 @@
 
 namespace extmem::daemon {
 
+namespace {
+
+bool in_memory(PageState s) {
+  return s == PageState::kResident || s == PageState::kEvicting;
+}
+
+}  // namespace
+
 PageTable::PageTable(uint64_t pages)
     : pages_(pages), chunks_((pages + kChunkPages - 1) / kChunkPages) {}
 
-PageTable::Entry* PageTable::entry(uint64_t page, bool create) {
-  auto& chunk = chunks_[page / kChunkPages];
-  if (!chunk) {
-    if (!create) return nullptr;
-    chunk = std::make_unique<Entry[]>(kChunkPages);  // value-initialized: all kEmpty
+PageTable::Chunk* PageTable::chunk(uint64_t page, bool create) {
+  auto& c = chunks_[page / kChunkPages];
+  if (!c && create) {
+    c = std::make_unique<Chunk>();
     ++allocated_chunks_;
   }
-  return &chunk[page % kChunkPages];
+  return c.get();
+}
+
+void PageTable::maybe_free(uint64_t chunk_index) {
+  auto& c = chunks_[chunk_index];
+  if (c && c->nonempty == 0 && c->slots_held == 0) {
+    c.reset();
+    --allocated_chunks_;
+  }
 }
 
 PageState PageTable::state(uint64_t page) const {
-  const auto& chunk = chunks_[page / kChunkPages];
-  if (!chunk) return PageState::kEmpty;
-  return static_cast<PageState>(chunk[page % kChunkPages] & kStateMask);
+  const auto& c = chunks_[page / kChunkPages];
+  return c ? c->states[page % kChunkPages] : PageState::kEmpty;
 }
 
 void PageTable::set_state(uint64_t page, PageState state) {
-  Entry* e = entry(page, state != PageState::kEmpty);
-  if (e == nullptr) return;
-  auto old = static_cast<PageState>(*e & kStateMask);
-  if (old == PageState::kResident) --resident_;
-  if (state == PageState::kResident) ++resident_;
-  *e = (*e & ~kStateMask) | static_cast<Entry>(state);
+  Chunk* c = chunk(page, state != PageState::kEmpty);
+  if (c == nullptr) return;
+  PageState& entry = c->states[page % kChunkPages];
+  PageState old = entry;
+  if (old == state) return;
+  resident_ += in_memory(state) - in_memory(old);
+  swapped_ += (state == PageState::kEvicted) - (old == PageState::kEvicted);
+  if (old == PageState::kEmpty) ++c->nonempty;
+  if (state == PageState::kEmpty) --c->nonempty;
+  entry = state;
+  if (state == PageState::kEmpty) maybe_free(page / kChunkPages);
 }
 
-uint64_t PageTable::clear_range(uint64_t first, uint64_t count) {
-  if (first >= pages_) return 0;
-  uint64_t end = first + std::min(count, pages_ - first);
-  uint64_t cleared = 0;
+uint32_t PageTable::cluster(uint64_t page) const {
+  const auto& c = chunks_[page / kChunkPages];
+  return c ? c->cluster : kNoCluster;
+}
+
+void PageTable::set_cluster(uint64_t page, uint32_t cluster) {
+  Chunk* c = chunk(page, cluster != kNoCluster);
+  if (c == nullptr) return;
+  c->cluster = cluster;
+  if (cluster == kNoCluster) maybe_free(page / kChunkPages);
+}
+
+void PageTable::hold_slot(uint64_t page) {
+  ++chunk(page, true)->slots_held;
+}
+
+uint32_t PageTable::drop_slot(uint64_t page) {
+  Chunk* c = chunk(page, false);
+  if (c == nullptr || c->slots_held == 0) return 0;
+  uint32_t left = --c->slots_held;
+  if (left == 0) maybe_free(page / kChunkPages);
+  return left;
+}
+
+void PageTable::clear_range(uint64_t first, uint64_t count) {
+  if (first >= pages_) return;
+  const uint64_t end = first + std::min(count, pages_ - first);
   for (uint64_t page = first; page < end;) {
-    uint64_t chunk_index = page / kChunkPages;
-    uint64_t chunk_end = std::min((chunk_index + 1) * kChunkPages, end);
-    auto& chunk = chunks_[chunk_index];
-    if (chunk) {
+    const uint64_t chunk_index = page / kChunkPages;
+    const uint64_t chunk_end = std::min((chunk_index + 1) * kChunkPages, end);
+    if (Chunk* c = chunks_[chunk_index].get(); c != nullptr && c->nonempty > 0) {
       for (uint64_t p = page; p < chunk_end; ++p) {
-        Entry& e = chunk[p % kChunkPages];
-        if (static_cast<PageState>(e & kStateMask) == PageState::kResident) ++cleared;
-        e = 0;
+        PageState& entry = c->states[p % kChunkPages];
+        resident_ -= in_memory(entry);
+        swapped_ -= entry == PageState::kEvicted;
+        if (entry != PageState::kEmpty) --c->nonempty;
+        entry = PageState::kEmpty;
       }
-      uint64_t chunk_limit = std::min((chunk_index + 1) * kChunkPages, pages_);
-      if (page % kChunkPages == 0 && chunk_end == chunk_limit) {
-        chunk.reset();  // the whole chunk is empty again
-        --allocated_chunks_;
-      }
+      maybe_free(chunk_index);
     }
     page = chunk_end;
   }
-  resident_ -= cleared;
-  return cleared;
 }
 
 uint64_t PageTable::memory_bytes() const {
-  return chunks_.capacity() * sizeof(chunks_[0]) +
-         allocated_chunks_ * kChunkPages * sizeof(Entry);
+  return chunks_.capacity() * sizeof(chunks_[0]) + allocated_chunks_ * sizeof(Chunk);
 }
 
 }  // namespace extmem::daemon

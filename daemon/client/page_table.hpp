@@ -1,8 +1,11 @@
 // Per-page state of one client's arena, indexed by arena page (memfd offset / 4096).
-// Chunks are allocated on first use, so a huge, sparsely used arena costs little.
-// One 8-byte entry per page: the state in the low bits, room for a swap slot above them.
+// Chunks of 512 pages (2 MiB of arena) are allocated on first use, so a huge, sparsely
+// used arena costs little: one byte per page plus a small chunk header. Each chunk also
+// records the swap cluster its evicted pages use, so slot = cluster * 512 + page % 512
+// and neighbouring pages are neighbours on the device.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -12,33 +15,73 @@ namespace extmem::daemon {
 enum class PageState : uint8_t {
   kEmpty = 0,     // a hole in the memfd: reads as zero, first touch faults to us
   kResident = 1,  // in the memfd's page cache
+  kEvicting = 2,  // being written to swap (write-protected; still in memory)
+  kEvicted = 3,   // a hole in the memfd; the data is in the chunk's swap cluster
 };
 
 class PageTable {
  public:
   static constexpr uint64_t kChunkPages = 512;
+  static constexpr uint32_t kNoCluster = UINT32_MAX;
 
   explicit PageTable(uint64_t pages);
 
   uint64_t pages() const { return pages_; }
   PageState state(uint64_t page) const;
   void set_state(uint64_t page, PageState state);
-  // Marks [first, first+count) empty; returns how many pages were resident.
-  uint64_t clear_range(uint64_t first, uint64_t count);
+
+  // Pages in memory (resident or being evicted) and pages in swap.
   uint64_t resident_pages() const { return resident_; }
+  uint64_t swapped_pages() const { return swapped_; }
+
+  // The swap cluster of the page's chunk, or kNoCluster.
+  uint32_t cluster(uint64_t page) const;
+  void set_cluster(uint64_t page, uint32_t cluster);
+  // Slots of the chunk's cluster in use (by evicted pages and evictions in flight).
+  void hold_slot(uint64_t page);
+  // Returns the slots still held in the chunk; at 0 the caller releases the cluster.
+  uint32_t drop_slot(uint64_t page);
+
+  // Calls fn(page, state) for every non-empty page in [first, first+count), in order.
+  template <class Fn>
+  void for_each_nonempty(uint64_t first, uint64_t count, Fn&& fn) const;
+  // Marks [first, first+count) empty (slots are the caller's to drop first).
+  void clear_range(uint64_t first, uint64_t count);
+
   // Daemon memory used by this table.
   uint64_t memory_bytes() const;
 
  private:
-  using Entry = uint64_t;
-  static constexpr Entry kStateMask = 0x7;
-
-  Entry* entry(uint64_t page, bool create);
+  struct Chunk {
+    uint32_t cluster = kNoCluster;
+    uint16_t slots_held = 0;
+    uint16_t nonempty = 0;
+    PageState states[kChunkPages] = {};
+  };
+  Chunk* chunk(uint64_t page, bool create);
+  void maybe_free(uint64_t chunk_index);
 
   uint64_t pages_;
   uint64_t resident_ = 0;
+  uint64_t swapped_ = 0;
   uint64_t allocated_chunks_ = 0;
-  std::vector<std::unique_ptr<Entry[]>> chunks_;
+  std::vector<std::unique_ptr<Chunk>> chunks_;
 };
+
+template <class Fn>
+void PageTable::for_each_nonempty(uint64_t first, uint64_t count, Fn&& fn) const {
+  if (first >= pages_) return;
+  const uint64_t end = first + std::min(count, pages_ - first);
+  for (uint64_t page = first; page < end;) {
+    const uint64_t chunk_end = std::min((page / kChunkPages + 1) * kChunkPages, end);
+    if (const Chunk* c = chunks_[page / kChunkPages].get(); c != nullptr && c->nonempty > 0) {
+      for (uint64_t p = page; p < chunk_end; ++p) {
+        PageState s = c->states[p % kChunkPages];
+        if (s != PageState::kEmpty) fn(p, s);
+      }
+    }
+    page = chunk_end;
+  }
+}
 
 }  // namespace extmem::daemon

@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 
+#include "extmem/units.hpp"
+
 namespace extmem::daemon {
 
 namespace {
@@ -27,6 +29,10 @@ options:
   --socket PATH          client socket (default /run/extmem/extmemd.sock)
   --socket-mode OCTAL    permissions of the client socket (default 0666)
   --fault-threads N      fault-handling threads (default 2)
+  --swap PATH            swap file or block device (without one, limits are not enforced)
+  --swap-size SIZE       create or grow the swap file to SIZE (e.g. 8G)
+  --default-limit SIZE   DRAM limit for clients that set none (default: unlimited)
+  --stats-interval SECS  log every client's stats every SECS seconds (default: on SIGUSR1)
   --no-lend-uffd         do not lend /dev/userfaultfd to unprivileged clients
   --log-level LEVEL      trace, debug, info, warn, error (default info)
   --probe                print the kernel capabilities extmem uses and exit
@@ -65,6 +71,21 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
           options.fault_threads == 0) {
         return Error::make(EINVAL, "--fault-threads needs a number from 1 to 64");
       }
+    } else if (arg == "--swap") {
+      const std::string* v = value();
+      if (v == nullptr || v->empty()) return Error::make(EINVAL, "--swap needs a path");
+      options.swap_path = *v;
+    } else if (arg == "--swap-size" || arg == "--default-limit") {
+      const std::string* v = value();
+      uint64_t* target = arg == "--swap-size" ? &options.swap_size : &options.default_limit;
+      if (v == nullptr || !parse_size(v->c_str(), target)) {
+        return Error::make(EINVAL, "%s needs a size such as 512M or 8G", arg.c_str());
+      }
+    } else if (arg == "--stats-interval") {
+      const std::string* v = value();
+      if (v == nullptr || !parse_unsigned(*v, 10, 86400, &options.stats_interval)) {
+        return Error::make(EINVAL, "--stats-interval needs a number of seconds (0 to 86400)");
+      }
     } else if (arg == "--log-level") {
       const std::string* v = value();
       static const char* kLevels[] = {"trace", "debug", "info", "warn", "error"};
@@ -75,6 +96,9 @@ Result<Options> parse_options(const std::vector<std::string>& args) {
     } else {
       return Error::make(EINVAL, "unknown option '%s' (see --help)", arg.c_str());
     }
+  }
+  if (options.swap_size != 0 && options.swap_path.empty()) {
+    return Error::make(EINVAL, "--swap-size needs --swap PATH");
   }
   return options;
 }

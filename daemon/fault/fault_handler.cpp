@@ -2,11 +2,21 @@
 
 #include <unistd.h>
 
+#include <chrono>
+
 #include <spdlog/spdlog.h>
+
+#include "reclaim/reclaimer.hpp"
+#include "swap/swap_device.hpp"
 
 namespace extmem::daemon {
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// How long a fault waits for reclaim to make room before it is served over the limit.
+constexpr auto kRoomTimeout = std::chrono::seconds(2);
 
 void wake(Client& client, uintptr_t start, uint64_t len) {
   auto woken = client.uffd().wake(start, len);
@@ -16,9 +26,30 @@ void wake(Client& client, uintptr_t start, uint64_t len) {
   }
 }
 
-// Fills the empty pages of [first, first+count) with zero pages; returns how many.
-// fallocate never overwrites a page that exists, so a racing fill is harmless.
-uint64_t zero_fill(Client& client, uint64_t first, uint64_t count) {
+// Waits (releasing the lock) until `pages` more fit under the client's limit. Returns
+// when they fit, or when they cannot be made to fit (no swap, swap full, timeout): then
+// the fault is served over the limit and counted, never refused.
+void make_room(std::unique_lock<std::mutex>& lock, Client& client, uint64_t pages, Pager& pager) {
+  const uint64_t limit = client.limit_pages();
+  if (limit == 0 || client.pages.resident_pages() + pages <= limit) return;
+  if (pager.swap == nullptr || pager.reclaimer == nullptr) {
+    client.counters().over_limit++;
+    return;
+  }
+  const auto deadline = Clock::now() + kRoomTimeout;
+  while (client.pages.resident_pages() + pages > client.limit_pages()) {
+    if (pager.reclaimer->swap_full() || Clock::now() >= deadline) {
+      client.counters().over_limit++;
+      return;
+    }
+    pager.reclaimer->wake();
+    client.room.wait_for(lock, std::chrono::milliseconds(20));
+  }
+}
+
+// Fills the empty pages of [first, first+count) with zero pages and maps them; returns
+// how many. fallocate never overwrites a page that exists.
+uint64_t zero_fill(Client& client, const Segment& segment, uint64_t first, uint64_t count) {
   uint64_t filled = 0;
   uint64_t page = first;
   const uint64_t end = first + count;
@@ -29,21 +60,101 @@ uint64_t zero_fill(Client& client, uint64_t first, uint64_t count) {
     }
     uint64_t run_end = page + 1;
     while (run_end < end && client.pages.state(run_end) == PageState::kEmpty) ++run_end;
-    auto allocated =
-        client.memfd().allocate(page * kPageSize, (run_end - page) * kPageSize);
+    const uint64_t len = (run_end - page) * kPageSize;
+    auto allocated = client.memfd().allocate(page * kPageSize, len);
     if (!allocated) {
       spdlog::error("client {}: {}", client.identity().pid, allocated.error().message());
       client.counters().fault_errors++;
       return filled;
     }
-    for (uint64_t p = page; p < run_end; ++p) client.pages.set_state(p, PageState::kResident);
+    for (uint64_t p = page; p < run_end; ++p) {
+      client.pages.set_state(p, PageState::kResident);
+      client.policy->on_resident(p);
+    }
+    // The pages are in the page cache but not mapped: with MINOR registered the next
+    // touch of each would fault, so they are mapped (and their waiters woken) at once.
+    const uintptr_t addr = segment.start + (page * kPageSize - segment.offset);
+    auto mapped = client.uffd().continue_range(addr, len, 0);
+    if (!mapped) {
+      spdlog::warn("client {}: {}", client.identity().pid, mapped.error().message());
+      client.counters().fault_errors++;
+    }
     filled += run_end - page;
     page = run_end;
   }
   return filled;
 }
 
-void on_page_fault(Client& client, const uffd_msg& msg) {
+void fill_first_touch(std::unique_lock<std::mutex>& lock, Client& client, uintptr_t addr,
+                      uint64_t page, Pager& pager) {
+  uint64_t window = client.sequential.window_for(page);
+  make_room(lock, client, 1, pager);
+  const Segment* segment = client.address_map.find(addr);
+  if (segment == nullptr || client.pages.state(page) != PageState::kEmpty) {
+    wake(client, addr, kPageSize);  // the world changed while we waited
+    return;
+  }
+  const uint64_t segment_end_page = (segment->offset + segment->len) / kPageSize;
+  window = std::min(window, segment_end_page - page);
+  if (uint64_t limit = client.limit_pages(); limit != 0) {
+    uint64_t resident = client.pages.resident_pages();
+    window = std::clamp<uint64_t>(limit > resident ? limit - resident : 1, 1, window);
+  }
+  const uint64_t filled = zero_fill(client, *segment, page, window);
+  client.counters().first_touch_faults++;
+  client.counters().zero_filled_pages += filled;
+  wake(client, addr, kPageSize);
+}
+
+void restore(std::unique_lock<std::mutex>& lock, Client& client, uintptr_t addr, uint64_t page,
+             Pager& pager) {
+  make_room(lock, client, 1, pager);
+  if (client.pages.state(page) != PageState::kEvicted) {
+    wake(client, addr, kPageSize);  // restored or freed while we waited; it refaults if needed
+    return;
+  }
+  const uint32_t cluster = client.pages.cluster(page);
+  alignas(4096) static thread_local unsigned char buffer[kPageSize];
+  kernel::IoRequest read{pager.swap->fd(), buffer, kPageSize, SwapSpace::slot_offset(cluster, page),
+                         false};
+  auto ran = pager.swap->run({&read, 1});
+  if (!ran || read.result != static_cast<int32_t>(kPageSize)) {
+    // Never hand the application zeros or stale data: the page stays evicted and the
+    // thread retries.
+    spdlog::error("client {}: reading page {} from swap failed: {}", client.identity().pid, page,
+                  ran ? strerror(-read.result) : ran.error().message());
+    client.counters().io_errors++;
+    wake(client, addr, kPageSize);
+    return;
+  }
+  auto copied = client.uffd().copy(addr, buffer, kPageSize, 0);
+  if (!copied) {
+    spdlog::error("client {}: {}", client.identity().pid, copied.error().message());
+    client.counters().fault_errors++;
+    wake(client, addr, kPageSize);
+    return;
+  }
+  if (*copied == kernel::Outcome::kTargetGone) return;
+  if (*copied != kernel::Outcome::kDone) {
+    // EAGAIN: the address space is changing; the thread refaults. EEXIST would mean a
+    // page appeared in a hole only we fill: keep the swapped copy, never guess.
+    if (*copied == kernel::Outcome::kAlreadyPresent) {
+      spdlog::error("client {}: page {} appeared while evicted", client.identity().pid, page);
+      client.counters().fault_errors++;
+    }
+    wake(client, addr, kPageSize);
+    return;
+  }
+  client.pages.set_state(page, PageState::kResident);
+  drop_slot(client, page, pager.swap);
+  client.policy->on_resident(page);
+  client.counters().major_faults++;
+  client.counters().bytes_read += kPageSize;
+}
+
+void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uffd_msg& msg,
+                   Pager& pager) {
+  const auto started = Clock::now();
   const uintptr_t addr = msg.arg.pagefault.address & ~(kPageSize - 1);
   const Segment* segment = client.address_map.find(addr);
   if (segment == nullptr) {
@@ -54,39 +165,68 @@ void on_page_fault(Client& client, const uffd_msg& msg) {
     return;
   }
   const uint64_t page = (segment->offset + (addr - segment->start)) / kPageSize;
-  if (client.pages.state(page) != PageState::kEmpty) {
-    // Already resolved (a window filled it, or another thread's fault did): the thread
-    // only needs waking. fallocate re-creates the page should it have vanished.
-    client.counters().spurious_faults++;
-    (void)client.memfd().allocate(page * kPageSize, kPageSize);
-    wake(client, addr, kPageSize);
-    return;
+  const uint64_t flags = msg.arg.pagefault.flags;
+  switch (client.pages.state(page)) {
+    case PageState::kEmpty:
+      fill_first_touch(lock, client, addr, page, pager);
+      break;
+    case PageState::kEvicted:
+      restore(lock, client, addr, page, pager);
+      break;
+    case PageState::kEvicting:
+      // The eviction ends by removing write protection, which wakes this thread.
+      return;
+    case PageState::kResident: {
+      // The resolving ioctl wakes the thread only when it succeeds; otherwise (EEXIST,
+      // or EAGAIN while the address space changes) the thread is woken to fault again.
+      Result<kernel::Outcome> resolved = kernel::Outcome::kAlreadyPresent;
+      if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
+        client.counters().minor_faults++;
+        client.policy->on_access(page);
+        resolved = client.uffd().continue_range(addr, kPageSize, 0);
+      } else if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+        // Protection left over from an eviction that was abandoned.
+        client.counters().wp_faults++;
+        resolved = client.uffd().write_protect(addr, kPageSize, false, false);
+      } else {
+        client.counters().spurious_faults++;
+      }
+      if (!resolved) {
+        spdlog::warn("client {}: {}", client.identity().pid, resolved.error().message());
+        client.counters().fault_errors++;
+      }
+      if (!resolved || *resolved != kernel::Outcome::kDone) wake(client, addr, kPageSize);
+      break;
+    }
   }
-  const uint64_t segment_end_page = (segment->offset + segment->len) / kPageSize;
-  const uint64_t window = std::min(client.sequential.window_for(page), segment_end_page - page);
-  const uint64_t filled = zero_fill(client, page, window);
-  client.counters().first_touch_faults++;
-  client.counters().zero_filled_pages += filled;
-  wake(client, addr, window * kPageSize);
+  client.counters().fault_latency.record(Clock::now() - started);
 }
 
 // The application freed [start, end) (MADV_REMOVE/DONTNEED through the shim): the pages
-// are being punched and read as zero from now on.
-void on_remove(Client& client, uintptr_t start, uintptr_t end) {
+// are being punched and read as zero from now on. Swap slots of evicted pages are freed;
+// pages being evicted keep their slot until the eviction notices.
+void forget_pages(Client& client, uint64_t first, uint64_t count, SwapDevice* swap) {
+  client.pages.for_each_nonempty(first, count, [&](uint64_t page, PageState state) {
+    if (state == PageState::kResident) client.policy->on_gone(page);
+    if (state == PageState::kEvicted) drop_slot(client, page, swap);
+    if (state != PageState::kEmpty) client.counters().released_pages++;
+  });
+  client.pages.clear_range(first, count);
+}
+
+void on_remove(Client& client, uintptr_t start, uintptr_t end, Pager& pager) {
   client.counters().remove_events++;
   for (const Segment& piece : client.address_map.pieces(start, end - start)) {
-    client.counters().released_pages +=
-        client.pages.clear_range(piece.offset / kPageSize, piece.len / kPageSize);
+    forget_pages(client, piece.offset / kPageSize, piece.len / kPageSize, pager.swap);
   }
 }
 
 // Part of the arena was unmapped behind the shim's back: nothing maps those pages any
 // more, so they are freed.
-void on_unmap(Client& client, uintptr_t start, uintptr_t end) {
+void on_unmap(Client& client, uintptr_t start, uintptr_t end, Pager& pager) {
   client.counters().unmap_events++;
   for (const Segment& piece : client.address_map.unmap(start, end - start)) {
-    client.counters().released_pages +=
-        client.pages.clear_range(piece.offset / kPageSize, piece.len / kPageSize);
+    forget_pages(client, piece.offset / kPageSize, piece.len / kPageSize, pager.swap);
     auto punched = client.memfd().punch_hole(piece.offset, piece.len);
     if (!punched) spdlog::warn("client {}: {}", client.identity().pid, punched.error().message());
   }
@@ -94,18 +234,52 @@ void on_unmap(Client& client, uintptr_t start, uintptr_t end) {
 
 }  // namespace
 
-void handle_events(Client& client, std::span<const uffd_msg> events) {
+void drop_slot(Client& client, uint64_t page, SwapDevice* swap) {
+  // Read first: dropping the last slot of an emptied chunk frees the chunk.
+  const uint32_t cluster = client.pages.cluster(page);
+  if (client.pages.drop_slot(page) > 0 || cluster == PageTable::kNoCluster) return;
+  if (swap != nullptr) swap->release_cluster(cluster);
+  client.pages.set_cluster(page, PageTable::kNoCluster);
+}
+
+bool restore_all(Client& client, SwapDevice* swap) {
   std::lock_guard lock(client.mu);
+  if (client.pages.swapped_pages() == 0) return true;
+  if (swap == nullptr) return false;
+  std::vector<uint64_t> evicted;
+  client.pages.for_each_nonempty(0, client.pages.pages(), [&](uint64_t page, PageState state) {
+    if (state == PageState::kEvicted) evicted.push_back(page);
+  });
+  alignas(4096) static unsigned char buffer[kPageSize];
+  for (uint64_t page : evicted) {
+    const uintptr_t addr = client.address_map.address_of(page * kPageSize);
+    kernel::IoRequest read{swap->fd(), buffer, kPageSize,
+                           SwapSpace::slot_offset(client.pages.cluster(page), page), false};
+    auto ran = swap->run({&read, 1});
+    if (addr == 0 || !ran || read.result != static_cast<int32_t>(kPageSize)) return false;
+    auto copied = client.uffd().copy(addr, buffer, kPageSize, 0);
+    if (!copied || *copied != kernel::Outcome::kDone) {
+      if (copied && *copied == kernel::Outcome::kTargetGone) return true;
+      return false;
+    }
+    client.pages.set_state(page, PageState::kResident);
+    drop_slot(client, page, swap);
+  }
+  return true;
+}
+
+void handle_events(Client& client, std::span<const uffd_msg> events, Pager& pager) {
+  std::unique_lock lock(client.mu);
   for (const uffd_msg& msg : events) {
     switch (msg.event) {
       case UFFD_EVENT_PAGEFAULT:
-        on_page_fault(client, msg);
+        on_page_fault(lock, client, msg, pager);
         break;
       case UFFD_EVENT_REMOVE:
-        on_remove(client, msg.arg.remove.start, msg.arg.remove.end);
+        on_remove(client, msg.arg.remove.start, msg.arg.remove.end, pager);
         break;
       case UFFD_EVENT_UNMAP:
-        on_unmap(client, msg.arg.remove.start, msg.arg.remove.end);
+        on_unmap(client, msg.arg.remove.start, msg.arg.remove.end, pager);
         break;
       case UFFD_EVENT_REMAP:
         client.counters().remap_events++;

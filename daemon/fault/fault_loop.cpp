@@ -19,14 +19,18 @@ constexpr uint64_t kStopToken = UINT64_MAX;
 // starve the others.
 constexpr int kMaxBatchesPerWakeup = 16;
 
-uint64_t token(uint64_t client_id, uint64_t source) { return client_id << 2 | source; }
+uint64_t token(uint64_t client_id, uint64_t source) {
+  return client_id << 2 | source;
+}
 
 }  // namespace
 
-FaultLoop::FaultLoop(ClientRegistry& registry, unsigned threads)
-    : registry_(registry), thread_count_(threads) {}
+FaultLoop::FaultLoop(ClientRegistry& registry, unsigned threads, Pager pager)
+    : registry_(registry), thread_count_(threads), pager_(pager) {}
 
-FaultLoop::~FaultLoop() { stop(); }
+FaultLoop::~FaultLoop() {
+  stop();
+}
 
 Result<void> FaultLoop::start() {
   epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
@@ -129,7 +133,7 @@ void FaultLoop::drain_uffd(const std::shared_ptr<Client>& client) {
       return;
     }
     if (*got == 0) break;
-    handle_events(*client, std::span(msgs.data(), *got));
+    handle_events(*client, std::span(msgs.data(), *got), pager_);
   }
   rearm(client->uffd_fd(), token(client->id(), static_cast<uint64_t>(Source::kUffd)));
 }

@@ -10,12 +10,13 @@
 #include "client/registry.hpp"
 #include "extmem/kernel/fd.hpp"
 #include "extmem/kernel/result.hpp"
+#include "fault/fault_handler.hpp"
 
 namespace extmem::daemon {
 
 class FaultLoop {
  public:
-  FaultLoop(ClientRegistry& registry, unsigned threads);
+  FaultLoop(ClientRegistry& registry, unsigned threads, Pager pager);
   ~FaultLoop();
   FaultLoop(const FaultLoop&) = delete;
   FaultLoop& operator=(const FaultLoop&) = delete;
@@ -24,18 +25,19 @@ class FaultLoop {
   void stop();
   // Starts serving a registered client.
   Result<void> add(const std::shared_ptr<Client>& client);
+  // Stops serving the client; the last holder closes its descriptors.
+  void release(uint64_t id, const char* reason);
 
  private:
   enum class Source : uint64_t { kUffd = 0, kSocket = 1, kPidfd = 2 };
   void run();
   void drain_uffd(const std::shared_ptr<Client>& client);
   void on_socket(const std::shared_ptr<Client>& client);
-  // Stops serving the client; the last holder closes its descriptors.
-  void release(uint64_t id, const char* reason);
   void rearm(int fd, uint64_t token);
 
   ClientRegistry& registry_;
   unsigned thread_count_;
+  Pager pager_;
   kernel::UniqueFd epoll_;
   kernel::UniqueFd stop_event_;
   std::vector<std::thread> threads_;

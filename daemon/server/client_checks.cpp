@@ -23,8 +23,7 @@ Result<void> check_arena_bounds(uint64_t base, uint64_t size) {
                        kMaxArenaSize);
   }
   if (base == 0 || base >= kUserSpaceEnd || size > kUserSpaceEnd - base) {
-    return Error::make(EINVAL, "arena %#" PRIx64 "+%#" PRIx64 " is outside user space", base,
-                       size);
+    return Error::make(EINVAL, "arena %#" PRIx64 "+%#" PRIx64 " is outside user space", base, size);
   }
   return {};
 }

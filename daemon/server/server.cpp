@@ -23,10 +23,14 @@ namespace {
 constexpr int kHandshakeTimeoutMs = 5000;
 constexpr int kMaxHandshakesInFlight = 32;
 // Features the daemon asks for on every client's userfaultfd.
-constexpr uint64_t kUffdFeatures = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
-                                   UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |
-                                   UFFD_FEATURE_EVENT_REMAP;
-constexpr uint64_t kRegisterModes = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP;
+constexpr uint64_t kUffdFeatures = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |
+                                   UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_EVENT_REMOVE |
+                                   UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP;
+// MISSING: first touch and swap-in; WP: eviction; MINOR: access signals after a reset.
+constexpr uint64_t kRegisterModes =
+    UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR;
+// The smallest DRAM limit a client may ask for.
+constexpr uint64_t kMinLimit = 1 << 20;
 
 void send_reply(int fd, int status, uint32_t flags, uint64_t value, const std::string& message,
                 int passed_fd = -1) {
@@ -38,8 +42,8 @@ void send_reply(int fd, int status, uint32_t flags, uint64_t value, const std::s
   std::byte frame[wire::kMaxFrame];
   size_t len = wire::encode(reply, frame);
   int fds[1] = {passed_fd};
-  auto sent = kernel::send_message(fd, {frame, len},
-                                   passed_fd >= 0 ? std::span<const int>(fds) : std::span<const int>());
+  auto sent = kernel::send_message(
+      fd, {frame, len}, passed_fd >= 0 ? std::span<const int>(fds) : std::span<const int>());
   if (!sent) spdlog::debug("reply to client: {}", sent.error().message());
 }
 
@@ -52,7 +56,8 @@ Result<size_t> receive(int fd, wire::MsgType expected, std::byte* frame,
     return got.error();
   }
   if (got->bytes == 0) return Error::make(ECONNRESET, "client closed the connection");
-  if (got->data_truncated) return Error::make(EMSGSIZE, "%s", wire::describe(wire::DecodeError::kOversized));
+  if (got->data_truncated)
+    return Error::make(EMSGSIZE, "%s", wire::describe(wire::DecodeError::kOversized));
   wire::FrameHeader header;
   wire::DecodeError e = wire::decode_header(frame, got->bytes, &header);
   if (e == wire::DecodeError::kBadVersion) {
@@ -60,8 +65,8 @@ Result<size_t> receive(int fd, wire::MsgType expected, std::byte* frame,
                        header.version, wire::kVersion);
   }
   if (e != wire::DecodeError::kOk) return Error::make(EPROTO, "%s", wire::describe(e));
-  if (header.type != expected) return Error::make(EPROTO, "unexpected message type %u",
-                                                  static_cast<unsigned>(header.type));
+  if (header.type != expected)
+    return Error::make(EPROTO, "unexpected message type %u", static_cast<unsigned>(header.type));
   if (got->fds_truncated || got->fd_count != fd_count) {
     return Error::make(EBADMSG, "expected %zu descriptor(s), got %s%zu", fd_count,
                        got->fds_truncated ? "more than " : "", got->fd_count);
@@ -71,10 +76,13 @@ Result<size_t> receive(int fd, wire::MsgType expected, std::byte* frame,
 
 }  // namespace
 
-Server::Server(const Options& options, ClientRegistry& registry, FaultLoop& fault_loop)
-    : options_(options), registry_(registry), fault_loop_(fault_loop) {}
+Server::Server(const Options& options, ClientRegistry& registry, FaultLoop& fault_loop,
+               SwapDevice* swap)
+    : options_(options), registry_(registry), fault_loop_(fault_loop), swap_(swap) {}
 
-Server::~Server() { stop(); }
+Server::~Server() {
+  stop();
+}
 
 Result<void> Server::start(int inherited_fd) {
   if (inherited_fd >= 0) {
@@ -136,8 +144,7 @@ void Server::handshake(kernel::UniqueFd connection) {
   auto client = register_client(connection.get(), connection);
   if (!client) {
     auto creds = kernel::peer_credentials(connection.get());
-    spdlog::warn("rejected client pid {}: {}", creds ? creds->pid : -1,
-                 client.error().message());
+    spdlog::warn("rejected client pid {}: {}", creds ? creds->pid : -1, client.error().message());
     send_reply(connection.get(), client.error().code(), 0, 0, client.error().message());
   }
 }
@@ -156,6 +163,20 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
   wire::Hello hello;
   if (auto e = wire::decode(frame + wire::kHeaderSize, *len, &hello); e != wire::DecodeError::kOk) {
     return Error::make(EPROTO, "hello: %s", wire::describe(e));
+  }
+
+  const uint64_t limit = hello.dram_limit != 0 ? hello.dram_limit : options_.default_limit;
+  if (limit != 0 && limit < kMinLimit) {
+    return Error::make(EINVAL, "DRAM limit of %" PRIu64 " bytes is below the minimum of 1M", limit);
+  }
+  const std::string policy_name =
+      hello.policy[0] != '\0' ? hello.policy : std::string(kDefaultPolicy);
+  std::unique_ptr<Policy> policy = make_policy(policy_name);
+  if (!policy) {
+    std::string known;
+    for (const auto& name : policy_names()) known += (known.empty() ? "" : ", ") + name;
+    return Error::make(EINVAL, "unknown policy '%s' (known: %s)", policy_name.c_str(),
+                       known.c_str());
   }
 
   kernel::UniqueFd device;
@@ -195,23 +216,31 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
   if (auto c = check_uffd_controls_arena(*uffd, *memfd, reg.arena_base); !c) return c.error();
 
   ClientIdentity identity{creds->pid, creds->uid, creds->gid, executable_name(creds->pid)};
-  auto client = std::make_shared<Client>(
-      registry_.next_id(), std::move(identity), std::move(owned), std::move(*pidfd),
-      std::move(*uffd), std::move(*memfd), reg.arena_base, reg.arena_size, hello.dram_limit,
-      hello.policy[0] != '\0' ? hello.policy : "default");
-  // Page 0 holds the registration nonce.
+  auto client = std::make_shared<Client>(registry_.next_id(), std::move(identity), std::move(owned),
+                                         std::move(*pidfd), std::move(*uffd), std::move(*memfd),
+                                         reg.arena_base, reg.arena_size,
+                                         swap_ != nullptr ? limit : 0, std::move(policy), swap_);
+  // Page 0 holds the registration nonce; it stays resident (never offered to the policy).
   client->pages.set_state(0, PageState::kResident);
+  if (limit != 0 && swap_ == nullptr) {
+    spdlog::warn("client {}: no swap device (--swap), so its DRAM limit is not enforced",
+                 creds->pid);
+  }
   registry_.add(client);
   if (auto added = fault_loop_.add(client); !added) {
     registry_.remove(client->id());
     client->unregister_arena();
     return added.error();
   }
-  char arena[32];
-  spdlog::info("client {} ({}, uid {}) registered: arena {} at {:#x}", creds->pid,
-               client->identity().exe, creds->uid,
-               format_size(reg.arena_size, arena, sizeof(arena)), reg.arena_base);
-  send_reply(client->socket_fd(), 0, 0, client->dram_limit(), "registered");
+  char arena[32], limit_text[32];
+  spdlog::info("client {} ({}, uid {}) registered: arena {} at {:#x}, limit {}, policy {}",
+               creds->pid, client->identity().exe, creds->uid,
+               format_size(reg.arena_size, arena, sizeof(arena)), reg.arena_base,
+               client->limit_pages() != 0
+                   ? format_size(client->limit_pages() * kPageSize, limit_text, sizeof(limit_text))
+                   : "none",
+               policy_name);
+  send_reply(client->socket_fd(), 0, 0, client->limit_pages() * kPageSize, "registered");
   return client;
 }
 

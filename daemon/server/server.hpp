@@ -18,7 +18,7 @@ namespace extmem::daemon {
 
 class Server {
  public:
-  Server(const Options& options, ClientRegistry& registry, FaultLoop& fault_loop);
+  Server(const Options& options, ClientRegistry& registry, FaultLoop& fault_loop, SwapDevice* swap);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -36,6 +36,7 @@ class Server {
   const Options& options_;
   ClientRegistry& registry_;
   FaultLoop& fault_loop_;
+  SwapDevice* swap_;
   kernel::UniqueFd listen_fd_;
   kernel::UniqueFd stop_event_;
   std::thread acceptor_;

@@ -27,6 +27,15 @@ Result<Pidfd> Pidfd::of_socket_peer(int socket_fd, pid_t pid) noexcept {
   return open(pid);
 }
 
+Result<size_t> Pidfd::madvise(std::span<const iovec> ranges, int advice) const noexcept {
+  long n = syscall(SYS_process_madvise, fd(), ranges.data(), ranges.size(), advice, 0);
+  if (n < 0) {
+    if (errno == ESRCH) return size_t{0};
+    return Error::from_errno("process_madvise(%d, advice %d)", pid_, advice);
+  }
+  return static_cast<size_t>(n);
+}
+
 bool Pidfd::exited() const noexcept {
   pollfd p = {fd(), POLLIN, 0};
   return poll(&p, 1, 0) > 0;

@@ -90,7 +90,8 @@ Result<uint64_t> Userfaultfd::api(uint64_t features) noexcept {
   arg.api = UFFD_API;
   arg.features = features;
   if (ioctl(fd(), UFFDIO_API, &arg) != 0) {
-    return Error::from_errno("UFFDIO_API features %#llx", static_cast<unsigned long long>(features));
+    return Error::from_errno("UFFDIO_API features %#llx",
+                             static_cast<unsigned long long>(features));
   }
   return static_cast<uint64_t>(arg.features);
 }

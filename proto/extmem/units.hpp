@@ -33,20 +33,40 @@ inline bool parse_size(const char* text, uint64_t* out) noexcept {
   if (digits == 0) return false;
   unsigned shift = 0;
   switch (*p) {
-    case 'k': case 'K': shift = 10; ++p; break;
-    case 'm': case 'M': shift = 20; ++p; break;
-    case 'g': case 'G': shift = 30; ++p; break;
-    case 't': case 'T': shift = 40; ++p; break;
-    default: break;
+    case 'k':
+    case 'K':
+      shift = 10;
+      ++p;
+      break;
+    case 'm':
+    case 'M':
+      shift = 20;
+      ++p;
+      break;
+    case 'g':
+    case 'G':
+      shift = 30;
+      ++p;
+      break;
+    case 't':
+    case 'T':
+      shift = 40;
+      ++p;
+      break;
+    default:
+      break;
   }
-  if (shift != 0 && p[0] == 'i' && p[1] == 'B') p += 2;
-  else if (shift != 0 && p[0] == 'B') p += 1;
+  if (shift != 0 && p[0] == 'i' && p[1] == 'B')
+    p += 2;
+  else if (shift != 0 && p[0] == 'B')
+    p += 1;
   if (*p != '\0') return false;
   if (frac_scale > 1 && shift == 0) return false;  // fractional bytes make no sense
   if (shift != 0 && whole > (UINT64_MAX >> shift)) return false;
   // 128 bits: frac < 10^9 shifted by up to 40 bits exceeds 64.
   __extension__ typedef unsigned __int128 Wide;
-  Wide value = (static_cast<Wide>(whole) << shift) + ((static_cast<Wide>(frac) << shift) / frac_scale);
+  Wide value =
+      (static_cast<Wide>(whole) << shift) + ((static_cast<Wide>(frac) << shift) / frac_scale);
   if (value > UINT64_MAX) return false;
   *out = static_cast<uint64_t>(value);
   return true;
@@ -61,8 +81,10 @@ inline const char* format_size(uint64_t bytes, char* buf, size_t len) noexcept {
     value /= 1024;
     ++unit;
   }
-  if (unit == 0) snprintf(buf, len, "%llu B", static_cast<unsigned long long>(bytes));
-  else snprintf(buf, len, "%.1f %s", value, kUnits[unit]);
+  if (unit == 0)
+    snprintf(buf, len, "%llu B", static_cast<unsigned long long>(bytes));
+  else
+    snprintf(buf, len, "%.1f %s", value, kUnits[unit]);
   return buf;
 }
 

@@ -53,10 +53,10 @@ struct Register {
 
 enum class DecodeError {
   kOk,
-  kTruncated,     // shorter than its header or declared length
+  kTruncated,  // shorter than its header or declared length
   kBadMagic,
   kBadVersion,
-  kOversized,     // declared payload above kMaxPayload
+  kOversized,  // declared payload above kMaxPayload
   kUnknownType,
   kTrailingBytes,  // payload longer than its fields
   kBadString,      // too long or not printable ASCII

@@ -1177,12 +1177,12 @@ int RunBehindTheShim(Options& options) {
   // Unmap 1 MiB in the touched half.
   if (syscall(SYS_munmap, block + 2 * kMiB, kMiB) != 0) DieErrno("munmap(2)");
   // Move 4 MiB that straddle the touched and untouched halves to a new address.
-  char* target = static_cast<char*>(mmap(nullptr, 4 * kMiB, PROT_NONE,
-                                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  char* target = static_cast<char*>(
+      mmap(nullptr, 4 * kMiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
   if (target == MAP_FAILED) DieErrno("mmap(target)");
   char* const moved_from = block + 6 * kMiB;
-  void* moved = reinterpret_cast<void*>(syscall(SYS_mremap, moved_from, 4 * kMiB, 4 * kMiB,
-                                                MREMAP_MAYMOVE | MREMAP_FIXED, target));
+  void* moved = reinterpret_cast<void*>(
+      syscall(SYS_mremap, moved_from, 4 * kMiB, 4 * kMiB, MREMAP_MAYMOVE | MREMAP_FIXED, target));
   if (moved != target) DieErrno("mremap(2)");
 
   uint64_t bad = Verify(block, 0, 2 * kMiB, pattern, {"head", -1});

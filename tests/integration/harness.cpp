@@ -43,7 +43,8 @@ std::string copy_into(const ScratchDir& dir, const char* source, const char* nam
 }  // namespace
 
 ScratchDir::ScratchDir() {
-  char templ[] = "/tmp/extmem-test-XXXXXX";
+  // /var/tmp: disk-backed on Debian, so swap files there support O_DIRECT (tmpfs does not).
+  char templ[] = "/var/tmp/extmem-test-XXXXXX";
   if (mkdtemp(templ) == nullptr) abort();
   path_ = templ;
   chmod(path_.c_str(), 0755);
@@ -62,11 +63,29 @@ std::string workload_path(const ScratchDir& dir) {
   return copy_into(dir, EXTMEM_WORKLOAD_PATH, "extmem-workload");
 }
 
+std::string paging_path(const ScratchDir& dir) {
+  return copy_into(dir, EXTMEM_PAGING_PATH, "extmem-paging");
+}
+
+std::string Daemon::stats() const {
+  const std::string marker = "stats: total";
+  const int before = count_occurrences(log(), marker);
+  kill(pid_, SIGUSR1);
+  for (int i = 0; i < 500; ++i) {
+    std::string text = log();
+    if (count_occurrences(text, marker) > before) {
+      size_t start = text.rfind(marker);
+      return text.substr(start, text.find('\n', start) - start);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return "";
+}
+
 Daemon::Daemon(const ScratchDir& dir, std::vector<std::string> extra_args) {
   socket_path_ = dir.file("extmemd.sock");
   log_path_ = dir.file("extmemd.log");
-  std::vector<std::string> argv = {EXTMEMD_PATH, "--socket", socket_path_, "--log-level",
-                                   "debug"};
+  std::vector<std::string> argv = {EXTMEMD_PATH, "--socket", socket_path_, "--log-level", "debug"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   pid_ = fork();
   if (pid_ == 0) {
@@ -83,7 +102,9 @@ Daemon::Daemon(const ScratchDir& dir, std::vector<std::string> extra_args) {
   wait_for_log("serving clients");
 }
 
-Daemon::~Daemon() { stop(); }
+Daemon::~Daemon() {
+  stop();
+}
 
 int Daemon::stop() {
   if (pid_ <= 0) return -1;
@@ -102,7 +123,9 @@ int Daemon::stop() {
   return status;
 }
 
-std::string Daemon::log() const { return read_file(log_path_); }
+std::string Daemon::log() const {
+  return read_file(log_path_);
+}
 
 bool Daemon::wait_for_log(const std::string& needle, std::chrono::milliseconds timeout) const {
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -138,8 +161,8 @@ Started start_process(const ScratchDir& dir, const std::vector<std::string>& arg
     int err = open(started.err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
     dup2(out, STDOUT_FILENO);
     dup2(err, STDERR_FILENO);
-    if (options.as_nobody && (setgroups(0, nullptr) != 0 || setgid(kNobody) != 0 ||
-                              setuid(kNobody) != 0)) {
+    if (options.as_nobody &&
+        (setgroups(0, nullptr) != 0 || setgid(kNobody) != 0 || setuid(kNobody) != 0)) {
       _exit(126);
     }
     if (chdir(dir.path().c_str()) != 0) _exit(126);
@@ -209,7 +232,9 @@ ProcessResult run_client(const ScratchDir& dir, const Daemon& daemon,
 std::string describe(const ProcessResult& r) {
   std::ostringstream s;
   s << "exit " << r.exit_code << " signal " << r.signal << (r.timed_out ? " (timed out)" : "")
-    << "\n--- stdout\n" << r.out << "--- stderr\n" << r.err;
+    << "\n--- stdout\n"
+    << r.out << "--- stderr\n"
+    << r.err;
   return s.str();
 }
 

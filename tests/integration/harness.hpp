@@ -53,6 +53,8 @@ class Daemon {
   // Waits until the log contains `needle`.
   bool wait_for_log(const std::string& needle,
                     std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  // The daemon's "stats: total ..." line, freshly asked for with SIGUSR1.
+  std::string stats() const;
   // Sends SIGTERM and waits; returns the exit status.
   int stop();
 
@@ -65,6 +67,7 @@ class Daemon {
 // Copies of the build's shim and workload inside `dir`.
 std::string shim_path(const ScratchDir& dir);
 std::string workload_path(const ScratchDir& dir);
+std::string paging_path(const ScratchDir& dir);
 
 // A started process whose stdout and stderr go to files.
 struct Started {

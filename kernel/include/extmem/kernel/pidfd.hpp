@@ -2,6 +2,9 @@
 #pragma once
 
 #include <sys/types.h>
+#include <sys/uio.h>
+
+#include <span>
 
 #include "extmem/kernel/fd.hpp"
 #include "extmem/kernel/result.hpp"
@@ -19,6 +22,9 @@ class Pidfd {
   pid_t pid() const noexcept { return pid_; }
   // True once the process has exited (ESRCH is an outcome, not an error).
   bool exited() const noexcept;
+  // process_madvise(2) on the process's ranges (at most IOV_MAX per call). Returns the
+  // bytes advised; ESRCH (the process exited) yields 0.
+  Result<size_t> madvise(std::span<const iovec> ranges, int advice) const noexcept;
 
  private:
   Pidfd(UniqueFd fd, pid_t pid) noexcept : fd_(std::move(fd)), pid_(pid) {}

@@ -49,8 +49,7 @@ class Userfaultfd {
   Result<Outcome> copy(uintptr_t dst, const void* src, size_t len, uint64_t mode) noexcept;
   // UFFDIO_CONTINUE: maps pages already in the page cache.
   Result<Outcome> continue_range(uintptr_t start, size_t len, uint64_t mode) noexcept;
-  Result<Outcome> write_protect(uintptr_t start, size_t len, bool protect,
-                                bool dont_wake) noexcept;
+  Result<Outcome> write_protect(uintptr_t start, size_t len, bool protect, bool dont_wake) noexcept;
   Result<Outcome> wake(uintptr_t start, size_t len) noexcept;
   // Reads pending messages; an empty span means none are pending (EAGAIN).
   Result<size_t> read_events(std::span<uffd_msg> out) noexcept;

@@ -33,8 +33,8 @@ Result<void> send_message(int fd, std::span<const std::byte> data,
                           std::span<const int> fds) noexcept;
 
 struct Received {
-  size_t bytes = 0;            // 0 means the peer closed the connection
-  size_t fd_count = 0;         // descriptors stored in the caller's array
+  size_t bytes = 0;             // 0 means the peer closed the connection
+  size_t fd_count = 0;          // descriptors stored in the caller's array
   bool data_truncated = false;  // the message was longer than the buffer
   bool fds_truncated = false;   // the peer sent more descriptors than fit
 };

@@ -1,0 +1,62 @@
+// CLOCK over an active and an inactive list, the LRU approximation Linux uses, fed by the
+// mechanism's reset/access protocol (see Policy::Scan::reset).
+#pragma once
+
+#include "policy/page_flags.hpp"
+#include "policy/policy.hpp"
+
+namespace extmem::daemon {
+
+// Every resident page has exactly one entry, in the inactive or the active ring, and is in
+// one of three states: new (resident, never reset: its first touch counts as an access),
+// reset (reset and not accessed since) or accessed (accessed since its last reset).
+//
+// New pages enter the inactive ring. The inactive hand evicts reset pages; resets new
+// pages and requeues them, a second chance that keeps pages touched once (a sequential
+// scan) from displacing pages used twice; resets accessed pages and promotes them to the
+// active ring. While the inactive ring holds fewer than half as many pages as the active
+// one, so the active ring keeps at most about 2/3 of the pages, the active hand runs one
+// step per inactive step: it demotes reset pages to the back of the inactive ring (where
+// an access still saves them) and resets and requeues the others.
+//
+// In a scan each hand visits each entry its ring held when the scan began at most once, so
+// a page is never judged again before its reset could show an access. Once the inactive
+// hand has visited all its entries the active hand keeps going, evicting the pages it
+// would demote. If that finds no victim, because every page was accessed, the oldest page
+// of the inactive ring (else of the active ring) is evicted anyway, so reclaim always
+// progresses. A scan asks for at most 4 * want + 1 resets, so it costs O(want) steps of
+// O(1) each, plus the stale entries it drops.
+//
+// on_gone only marks the page: hands drop the stale entry when they meet it. A page made
+// resident again before that reuses its entry, and the rings are compacted when stale
+// entries outnumber half the resident pages, so they hold at most 1.5 entries per
+// resident page (plus a constant) and compaction costs O(1) amortized per on_gone.
+// Memory: 4 bits per page of the 512-page chunks in use plus 4 to 6 bytes per resident
+// page of rings.
+class ClockPolicy final : public Policy {
+ public:
+  std::string_view name() const override { return "clock"; }
+  void on_resident(uint64_t page) override;
+  void on_access(uint64_t page) override;
+  void on_gone(uint64_t page) override;
+  void scan(size_t want, Scan* out) override;
+  uint64_t resident_pages() const override { return inactive_pages_ + active_pages_; }
+  uint64_t memory_bytes() const override;
+
+ private:
+  // One step of each hand. With `evict_cold` the active hand evicts the pages it would
+  // demote.
+  void age_active(bool evict_cold, Scan* out);
+  void age_inactive(Scan* out);
+  void force_victim(Scan* out);
+  void evict(PageFlags::Handle h, uint8_t flags, Scan* out);
+  void compact();
+
+  PageFlags flags_;
+  PageRing inactive_;
+  PageRing active_;
+  uint64_t inactive_pages_ = 0;  // resident pages with an entry in inactive_
+  uint64_t active_pages_ = 0;
+};
+
+}  // namespace extmem::daemon

@@ -1,0 +1,54 @@
+// Background reclaim: keeps every client's resident pages between its watermarks by
+// evicting the pages its policy chooses. Faults that find their client at the limit wake
+// it and wait (direct reclaim); the reclaimer never waits on a fault, so there is no
+// cycle to deadlock on.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "client/registry.hpp"
+#include "swap/swap_device.hpp"
+
+namespace extmem::daemon {
+
+class Reclaimer {
+ public:
+  // `track_access`: reset access bits with MADV_PAGEOUT (only valid while kernel swap is
+  // off: with it on, PAGEOUT would swap the pages out itself).
+  Reclaimer(ClientRegistry& registry, SwapDevice& swap, bool track_access);
+  ~Reclaimer();
+  Reclaimer(const Reclaimer&) = delete;
+  Reclaimer& operator=(const Reclaimer&) = delete;
+
+  void start();
+  void stop();
+  void wake();
+  // True while the swap device has no free cluster.
+  bool swap_full() const { return swap_full_.load(std::memory_order_relaxed); }
+
+  // Watermarks, in pages, for a limit: reclaim starts above high and stops at low.
+  static uint64_t high_watermark(uint64_t limit);
+  static uint64_t low_watermark(uint64_t limit);
+
+ private:
+  void run();
+  // Evicts up to a batch of pages; returns how many.
+  uint64_t evict_batch(Client& client, uint64_t want);
+  void reset_access(Client& client, const std::vector<uint64_t>& pages);
+
+  ClientRegistry& registry_;
+  SwapDevice& swap_;
+  bool track_access_;
+  std::mutex mu_;
+  std::condition_variable wakeup_;
+  bool wake_requested_ = false;
+  bool stopping_ = false;
+  std::atomic<bool> swap_full_{false};
+  std::thread thread_;
+};
+
+}  // namespace extmem::daemon

@@ -1,0 +1,56 @@
+#include "swap/swap_device.hpp"
+
+#include <optional>
+
+namespace extmem::daemon {
+
+namespace {
+constexpr unsigned kRingEntries = 256;
+}  // namespace
+
+Result<std::unique_ptr<SwapDevice>> SwapDevice::open(const std::string& path,
+                                                     uint64_t create_size) {
+  auto file = kernel::SwapFile::open(path.c_str(), create_size);
+  if (!file) return file.error();
+  return std::unique_ptr<SwapDevice>(new SwapDevice(std::move(*file), path));
+}
+
+SwapDevice::SwapDevice(kernel::SwapFile file, std::string path)
+    : file_(std::move(file)), path_(std::move(path)), space_(file_.size()) {}
+
+uint32_t SwapDevice::allocate_cluster(uint64_t owner) {
+  std::lock_guard lock(mu_);
+  return space_.allocate(owner);
+}
+
+void SwapDevice::release_cluster(uint32_t cluster) {
+  std::lock_guard lock(mu_);
+  space_.release(cluster);
+}
+
+size_t SwapDevice::release_all(uint64_t owner) {
+  std::lock_guard lock(mu_);
+  return space_.release_all(owner);
+}
+
+uint64_t SwapDevice::clusters_used() {
+  std::lock_guard lock(mu_);
+  return space_.clusters_used();
+}
+
+uint64_t SwapDevice::clusters_total() {
+  std::lock_guard lock(mu_);
+  return space_.clusters_total();
+}
+
+Result<void> SwapDevice::run(std::span<kernel::IoRequest> requests) {
+  thread_local std::optional<kernel::IoRing> ring;
+  if (!ring) {
+    auto created = kernel::IoRing::create(kRingEntries);
+    if (!created) return created.error();
+    ring.emplace(std::move(*created));
+  }
+  return ring->submit_and_wait(requests);
+}
+
+}  // namespace extmem::daemon

@@ -1,0 +1,45 @@
+// The swap device: a swap file or block device, its cluster bookkeeping, and an io_uring
+// per thread that does I/O on it (each fault thread and the reclaimer submit their own
+// batches, so no lock is held around I/O).
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <span>
+#include <string>
+
+#include "extmem/kernel/io_ring.hpp"
+#include "extmem/kernel/result.hpp"
+#include "extmem/kernel/swap_file.hpp"
+#include "swap/swap_space.hpp"
+
+namespace extmem::daemon {
+
+class SwapDevice {
+ public:
+  static Result<std::unique_ptr<SwapDevice>> open(const std::string& path, uint64_t create_size);
+
+  int fd() const { return file_.fd(); }
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return file_.size(); }
+
+  // A cluster for `owner`, or SwapSpace::kNoCluster when the device is full.
+  uint32_t allocate_cluster(uint64_t owner);
+  void release_cluster(uint32_t cluster);
+  size_t release_all(uint64_t owner);
+  uint64_t clusters_used();
+  uint64_t clusters_total();
+
+  // Runs the requests on this thread's ring and waits for them; per-request results
+  // (bytes or -errno) are in each request.
+  Result<void> run(std::span<kernel::IoRequest> requests);
+
+ private:
+  SwapDevice(kernel::SwapFile file, std::string path);
+  kernel::SwapFile file_;
+  std::string path_;
+  std::mutex mu_;
+  SwapSpace space_;
+};
+
+}  // namespace extmem::daemon

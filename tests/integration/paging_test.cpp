@@ -1,0 +1,161 @@
+// Paging end to end: a real extmemd with a real swap file, real clients over their limit.
+#include <signal.h>
+#include <unistd.h>
+
+#include <regex>
+
+#include <gtest/gtest.h>
+
+#include "harness.hpp"
+
+namespace extmem::testing {
+namespace {
+
+// The slack above the limit that resident memory may show: the arena's first page (the
+// registration probe page) is resident and counted, and mincore samples race evictions
+// by at most one batch in flight... which still counts against the limit, so 1 MiB is
+// generous.
+constexpr uint64_t kSlackKib = 1024;
+
+std::vector<std::string> daemon_args(const ScratchDir& dir, const char* swap_size = "512M") {
+  return {"--swap", dir.file("swapfile"), "--swap-size", swap_size, "--fault-threads", "2"};
+}
+
+ClientOptions paging_client(const Daemon& daemon, const char* limit, const char* policy = "") {
+  ClientOptions options = client_options(daemon);
+  options.env["EXTMEM_DRAM"] = limit;
+  if (*policy != '\0') options.env["EXTMEM_POLICY"] = policy;
+  return options;
+}
+
+ProcessResult run_paging(const ScratchDir& dir, const std::vector<std::string>& args,
+                         const ClientOptions& options) {
+  std::vector<std::string> argv = {paging_path(dir)};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_process(dir, argv, options);
+}
+
+// A counter from the daemon's line for a departed client ("name=123").
+uint64_t counter(const Daemon& daemon, const std::string& name) {
+  std::regex left("client \\d+ (exited|disconnected): .*\\b" + name + "=(\\d+)");
+  for (int i = 0; i < 1000; ++i) {
+    std::string log = daemon.log();
+    std::smatch m;
+    if (std::regex_search(log, m, left)) return std::stoull(m[2]);
+    usleep(10000);
+  }
+  ADD_FAILURE() << "no " << name << " for a departed client in the daemon log";
+  return 0;
+}
+
+uint64_t number_after(const std::string& text, const std::string& key) {
+  std::smatch m;
+  if (!std::regex_search(text, m, std::regex(key + "[= ](\\d+)"))) {
+    ADD_FAILURE() << "no " << key << " in: " << text;
+    return 0;
+  }
+  return std::stoull(m[1]);
+}
+
+void expect_integrity(const char* policy, const char* seconds) {
+  ScratchDir dir;
+  Daemon daemon(dir, daemon_args(dir));
+  // Working set 4x the limit.
+  ProcessResult r =
+      run_paging(dir, {"integrity", "--mib", "256", "--threads", "4", "--seconds", seconds},
+                 paging_client(daemon, "64M", policy));
+  ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
+  EXPECT_NE(r.out.find("mismatches 0"), std::string::npos) << r.out;
+  EXPECT_LE(number_after(r.out, "max_resident_kib"), 64 * 1024 + kSlackKib) << r.out;
+  EXPECT_GT(counter(daemon, "evictions"), 0u) << daemon.log();
+  EXPECT_GT(counter(daemon, "major"), 0u) << daemon.log();
+  EXPECT_EQ(counter(daemon, "over_limit"), 0u) << daemon.log();
+  EXPECT_EQ(counter(daemon, "io"), 0u) << daemon.log();
+}
+
+TEST(Paging, IntegrityWithWorkingSetFourTimesTheLimitClock) {
+  expect_integrity("clock", "30");
+}
+
+TEST(Paging, IntegrityWithWorkingSetFourTimesTheLimitFifo) {
+  expect_integrity("fifo", "10");
+}
+
+TEST(Paging, WritesToPagesBeingEvictedAreNeverLost) {
+  ScratchDir dir;
+  Daemon daemon(dir, daemon_args(dir));
+  ProcessResult r = run_paging(dir, {"hammer", "--mib", "64", "--seconds", "10"},
+                               paging_client(daemon, "16M", "fifo"));
+  ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
+  EXPECT_NE(r.out.find("lost 0"), std::string::npos) << r.out;
+  EXPECT_GT(counter(daemon, "evictions"), 1000u) << daemon.log();
+}
+
+TEST(Paging, ReadAndWriteSystemCallsOnEvictedBuffers) {
+  ScratchDir dir;
+  Daemon daemon(dir, daemon_args(dir));
+  ClientOptions options = paging_client(daemon, "16M");
+  options.env["TMPDIR"] = dir.path();
+  ProcessResult r = run_paging(dir, {"evicted-io", "--mib", "96"}, options);
+  ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
+  EXPECT_GT(counter(daemon, "major"), 0u) << daemon.log();
+}
+
+uint64_t clusters_used(const Daemon& daemon) {
+  return number_after(daemon.stats(), "swap_clusters_used");
+}
+
+TEST(Paging, SwapSlotsReturnAfterDontneedMunmapAndExit) {
+  ScratchDir dir;
+  Daemon daemon(dir, daemon_args(dir));
+  Started s =
+      start_process(dir, {paging_path(dir), "steps", "--mib", "128"}, paging_client(daemon, "16M"));
+  ASSERT_TRUE(wait_for_output(s, "step filled", std::chrono::seconds(60)))
+      << describe(wait_process(s, std::chrono::seconds(1)));
+  const uint64_t filled = clusters_used(daemon);
+  EXPECT_GT(filled, 0u);
+  kill(s.pid, SIGUSR2);
+  ASSERT_TRUE(wait_for_output(s, "step dontneed", std::chrono::seconds(60)));
+  const uint64_t after_dontneed = clusters_used(daemon);
+  EXPECT_LT(after_dontneed, filled);
+  kill(s.pid, SIGUSR2);
+  ASSERT_TRUE(wait_for_output(s, "step unmapped", std::chrono::seconds(60)));
+  EXPECT_EQ(clusters_used(daemon), 0u) << daemon.log();
+  kill(s.pid, SIGUSR2);
+  ASSERT_TRUE(wait_for_output(s, "step refilled", std::chrono::seconds(60)));
+  EXPECT_GT(clusters_used(daemon), 0u);
+  kill(s.pid, SIGUSR2);  // exits normally with pages in swap
+  ProcessResult r = wait_process(s, std::chrono::seconds(60));
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  counter(daemon, "evictions");  // waits until the daemon saw it leave
+  EXPECT_EQ(clusters_used(daemon), 0u) << daemon.log();
+}
+
+TEST(Paging, SwapSlotsReturnAfterKill9) {
+  ScratchDir dir;
+  Daemon daemon(dir, daemon_args(dir));
+  Started s =
+      start_process(dir, {paging_path(dir), "steps", "--mib", "128"}, paging_client(daemon, "16M"));
+  ASSERT_TRUE(wait_for_output(s, "step filled", std::chrono::seconds(60)))
+      << describe(wait_process(s, std::chrono::seconds(1)));
+  EXPECT_GT(clusters_used(daemon), 0u);
+  kill(s.pid, SIGKILL);
+  wait_process(s, std::chrono::seconds(10));
+  counter(daemon, "evictions");
+  EXPECT_EQ(clusters_used(daemon), 0u) << daemon.log();
+}
+
+TEST(Paging, SwapTooSmallForTheWorkingSetKeepsDataAndSaysSo) {
+  ScratchDir dir;
+  Daemon daemon(dir, daemon_args(dir, "8M"));
+  ProcessResult r =
+      run_paging(dir, {"integrity", "--mib", "64", "--seconds", "5"}, paging_client(daemon, "16M"));
+  ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
+  EXPECT_NE(r.out.find("mismatches 0"), std::string::npos) << r.out;
+  EXPECT_NE(daemon.log().find("is full"), std::string::npos) << daemon.log();
+  EXPECT_GT(counter(daemon, "swap_full"), 0u) << daemon.log();
+  EXPECT_GT(counter(daemon, "over_limit"), 0u) << daemon.log();
+}
+
+}  // namespace
+}  // namespace extmem::testing

@@ -1,0 +1,429 @@
+#include "policy/policy.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "policy/clock_policy.hpp"
+#include "policy/fifo_policy.hpp"
+
+namespace extmem::daemon {
+namespace {
+
+using Pages = std::vector<uint64_t>;
+
+// Trace page ids spread over a sparse range above 2^32 with runs crossing 512-page chunks,
+// as an arena whose allocations are scattered.
+uint64_t sparse_page(uint64_t id) {
+  return (uint64_t{3} << 32) + (id / 300) * 5000 + id % 300;
+}
+
+// Drives a policy the way the mechanism does, and checks every scan's answer. Each
+// resident page maps to whether its access bit was reset (so its next touch is reported).
+class Mechanism {
+ public:
+  Mechanism(Policy& policy, size_t capacity, size_t batch = 8)
+      : policy_(policy), capacity_(capacity), batch_(batch) {}
+
+  // A touch misses if the page is not resident: it faults in, after reclaim if the resident
+  // set is full. A touch of a reset page is reported through on_access.
+  void touch(uint64_t page) {
+    auto it = resident_.find(page);
+    if (it != resident_.end()) {
+      if (it->second) policy_.on_access(page);
+      it->second = false;
+      return;
+    }
+    ++misses_;
+    while (resident_.size() >= capacity_ && !::testing::Test::HasFatalFailure()) reclaim(batch_);
+    resident_.emplace(page, false);
+    policy_.on_resident(page);
+  }
+
+  // The application frees `page`.
+  void free(uint64_t page) {
+    if (resident_.erase(page) > 0) policy_.on_gone(page);
+  }
+
+  // One scan, checked, then applied. With `refuse_first` the first victim's eviction fails
+  // and it comes back through on_resident.
+  void reclaim(size_t want, bool refuse_first = false) {
+    Policy::Scan scan;
+    policy_.scan(want, &scan);
+    if (want > 0 && !resident_.empty()) {
+      ASSERT_FALSE(scan.victims.empty()) << "no progress";
+    }
+    ASSERT_LE(scan.victims.size(), want);
+    std::unordered_set<uint64_t> victims;
+    for (uint64_t page : scan.victims) {
+      ASSERT_TRUE(resident_.contains(page)) << "victim " << page << " is not resident";
+      ASSERT_TRUE(victims.insert(page).second) << "victim " << page << " returned twice";
+    }
+    std::unordered_set<uint64_t> reset;
+    for (uint64_t page : scan.reset) {
+      ASSERT_TRUE(resident_.contains(page)) << "reset " << page << " is not resident";
+      ASSERT_FALSE(victims.contains(page)) << "page " << page << " is victim and reset";
+      ASSERT_TRUE(reset.insert(page).second) << "reset " << page << " asked twice";
+    }
+    for (uint64_t page : scan.victims) resident_.erase(page);
+    for (uint64_t page : scan.reset) resident_[page] = true;
+    resets_ += scan.reset.size();
+    if (refuse_first && !scan.victims.empty()) {
+      resident_.emplace(scan.victims.front(), false);
+      policy_.on_resident(scan.victims.front());
+    }
+    ASSERT_EQ(policy_.resident_pages(), resident_.size());
+  }
+
+  bool resident(uint64_t page) const { return resident_.contains(page); }
+  size_t resident_count() const { return resident_.size(); }
+  uint64_t misses() const { return misses_; }
+  uint64_t resets() const { return resets_; }
+
+ private:
+  Policy& policy_;
+  size_t capacity_;
+  size_t batch_;
+  std::unordered_map<uint64_t, bool> resident_;
+  uint64_t misses_ = 0;
+  uint64_t resets_ = 0;
+};
+
+struct TraceStats {
+  uint64_t misses;
+  uint64_t resets;
+};
+
+TraceStats replay(std::string_view policy_name, const Pages& trace, size_t capacity) {
+  std::unique_ptr<Policy> policy = make_policy(policy_name);
+  Mechanism mechanism(*policy, capacity);
+  for (uint64_t id : trace) {
+    mechanism.touch(sparse_page(id));
+    if (::testing::Test::HasFatalFailure()) break;
+  }
+  return {mechanism.misses(), mechanism.resets()};
+}
+
+// Ids [0, pages): 90% of accesses go to the first tenth.
+Pages hot_cold_trace(uint64_t pages, size_t accesses, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<uint64_t> hot(0, pages / 10 - 1);
+  std::uniform_int_distribution<uint64_t> cold(pages / 10, pages - 1);
+  std::bernoulli_distribution is_hot(0.9);
+  Pages trace;
+  trace.reserve(accesses);
+  for (size_t i = 0; i < accesses; ++i) trace.push_back(is_hot(rng) ? hot(rng) : cold(rng));
+  return trace;
+}
+
+Pages sequential(uint64_t first, uint64_t count) {
+  Pages trace(count);
+  for (uint64_t i = 0; i < count; ++i) trace[i] = first + i;
+  return trace;
+}
+
+TEST(PolicyRegistryTest, KnowsClockAndFifo) {
+  const std::vector<std::string> names = policy_names();
+  EXPECT_NE(std::find(names.begin(), names.end(), "clock"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "fifo"), names.end());
+  for (const std::string& name : names) {
+    std::unique_ptr<Policy> policy = make_policy(name);
+    ASSERT_NE(policy, nullptr) << name;
+    EXPECT_EQ(policy->name(), name);
+  }
+  EXPECT_NE(make_policy(kDefaultPolicy), nullptr);
+}
+
+TEST(PolicyRegistryTest, UnknownNameGivesNull) {
+  EXPECT_EQ(make_policy("nope"), nullptr);
+  EXPECT_EQ(make_policy(""), nullptr);
+}
+
+TEST(FifoPolicyTest, EvictsInOrderOfBecomingResident) {
+  const Pages p = {7, 511, 512, 1000, uint64_t{1} << 33, 3, 4096, 5, 9, (uint64_t{1} << 34) - 1};
+  FifoPolicy fifo;
+  for (uint64_t page : p) fifo.on_resident(page);
+  fifo.on_access(p[0]);  // ignored
+  Policy::Scan scan;
+  fifo.scan(3, &scan);
+  EXPECT_EQ(scan.victims, (Pages{p[0], p[1], p[2]}));
+  EXPECT_TRUE(scan.reset.empty());
+
+  // p[3] freed; p[5] freed and back (a new arrival); p[4]'s eviction fails (also new).
+  fifo.on_gone(p[3]);
+  fifo.on_gone(p[5]);
+  fifo.on_resident(p[5]);
+  fifo.scan(2, &scan);
+  EXPECT_EQ(scan.victims, (Pages{p[4], p[6]}));
+  fifo.on_resident(p[4]);
+  EXPECT_EQ(fifo.resident_pages(), 5u);
+  fifo.scan(10, &scan);
+  EXPECT_EQ(scan.victims, (Pages{p[7], p[8], p[9], p[5], p[4]}));
+  EXPECT_TRUE(scan.reset.empty());
+  EXPECT_EQ(fifo.resident_pages(), 0u);
+  fifo.scan(1, &scan);
+  EXPECT_TRUE(scan.victims.empty());
+}
+
+// A page freed and back k times before the hand moves has k + 1 entries (up to the count's
+// limit): whatever k, it is evicted exactly once, after the page resident before it.
+TEST(FifoPolicyTest, PageChurningFasterThanTheHandIsEvictedOnce) {
+  for (int round_trips = 0; round_trips < 20; ++round_trips) {
+    SCOPED_TRACE(round_trips);
+    FifoPolicy fifo;
+    fifo.on_resident(1);
+    fifo.on_resident(2);
+    for (int i = 0; i < round_trips; ++i) {
+      fifo.on_gone(1);
+      fifo.on_resident(1);
+    }
+    Policy::Scan scan;
+    fifo.scan(10, &scan);
+    EXPECT_EQ(scan.victims, round_trips == 0 ? (Pages{1, 2}) : (Pages{2, 1}));
+    EXPECT_EQ(fifo.resident_pages(), 0u);
+    fifo.on_resident(1);
+    fifo.scan(10, &scan);
+    EXPECT_EQ(scan.victims, (Pages{1}));
+  }
+}
+
+// The hands' rules, step by step.
+TEST(ClockPolicyTest, SecondChanceThenPromotionThenDemotion) {
+  const Pages p = {10, 20, uint64_t{1} << 33, 40, 50, 60, 70, 80};
+  ClockPolicy clock;
+  for (uint64_t page : p) clock.on_resident(page);
+  Policy::Scan scan;
+
+  // All new: each is reset and requeued; no victim in the lap, so the oldest goes anyway.
+  clock.scan(8, &scan);
+  EXPECT_EQ(scan.victims, (Pages{p[0]}));
+  EXPECT_EQ(scan.reset, (Pages{p[1], p[2], p[3], p[4], p[5], p[6], p[7]}));
+
+  // Reset and untouched: evicted; touched since: reset again and promoted.
+  clock.on_access(p[2]);
+  clock.on_access(p[4]);
+  clock.scan(2, &scan);
+  EXPECT_EQ(scan.victims, (Pages{p[1], p[3]}));
+  EXPECT_EQ(scan.reset, (Pages{p[2]}));
+
+  // p[4] is promoted; once the inactive ring is low the active hand demotes p[2], which was
+  // not touched after its reset, and the inactive hand evicts it.
+  clock.scan(10, &scan);
+  EXPECT_EQ(scan.victims, (Pages{p[5], p[6], p[7], p[2]}));
+  EXPECT_EQ(scan.reset, (Pages{p[4]}));
+  EXPECT_EQ(clock.resident_pages(), 1u);
+
+  // A touched active page is reset and kept while something else can go.
+  clock.on_resident(p[0]);
+  clock.on_access(p[4]);
+  clock.scan(1, &scan);
+  EXPECT_EQ(scan.victims, (Pages{p[0]}));
+  EXPECT_EQ(scan.reset, (Pages{p[4]}));
+}
+
+TEST(ClockPolicyTest, PageFreedAndBackBeforeTheHandIsTrackedOnce) {
+  ClockPolicy clock;
+  clock.on_resident(5);
+  clock.on_resident(6);
+  clock.on_gone(5);
+  clock.on_gone(5);      // twice: ignored
+  clock.on_access(5);    // not resident: ignored
+  clock.on_resident(5);  // reuses its entry
+  clock.on_resident(5);  // already resident: ignored
+  EXPECT_EQ(clock.resident_pages(), 2u);
+  Policy::Scan scan;
+  Pages victims;
+  for (int i = 0; i < 4; ++i) {
+    clock.scan(4, &scan);
+    victims.insert(victims.end(), scan.victims.begin(), scan.victims.end());
+  }
+  std::sort(victims.begin(), victims.end());
+  EXPECT_EQ(victims, (Pages{5, 6}));
+}
+
+TEST(ClockPolicyTest, PageFreedFromTheActiveRingAndBackStaysActive) {
+  ClockPolicy clock;
+  for (uint64_t page : {1, 2, 3, 4, 10, 11, 12, 13}) clock.on_resident(page);
+  Policy::Scan scan;
+  clock.scan(8, &scan);
+  EXPECT_EQ(scan.victims, (Pages{1}));
+  for (uint64_t page : {2, 3, 4}) clock.on_access(page);
+  clock.scan(4, &scan);
+  EXPECT_EQ(scan.victims, (Pages{10, 11, 12, 13}));
+  EXPECT_EQ(scan.reset, (Pages{2, 3, 4}));
+
+  // Active: 2, 3 (new again), 4; inactive: 20. The active ring is large, so its hand
+  // runs from the first step.
+  clock.on_gone(3);
+  clock.on_resident(3);
+  clock.on_resident(20);
+  clock.scan(1, &scan);
+  EXPECT_EQ(scan.victims, (Pages{4}));
+  EXPECT_EQ(scan.reset, (Pages{20, 3}));
+  EXPECT_EQ(clock.resident_pages(), 3u);
+}
+
+// Random operations against a model: victims and resets are resident, distinct and
+// disjoint, refused victims come back, and the resident count stays exact.
+TEST(PolicyModelTest, RandomOperationsKeepInvariants) {
+  for (std::string_view name : {"clock", "fifo"}) {
+    for (uint64_t seed = 1; seed <= 4; ++seed) {
+      SCOPED_TRACE(std::string(name) + " seed " + std::to_string(seed));
+      std::unique_ptr<Policy> policy = make_policy(name);
+      Mechanism mechanism(*policy, 150, 4);
+      std::mt19937_64 rng(seed);
+      std::uniform_int_distribution<uint64_t> id(0, 399);
+      std::uniform_int_distribution<size_t> want(0, 8);
+      std::uniform_int_distribution<int> op(0, 99);
+      for (int i = 0; i < 5000 && !HasFatalFailure(); ++i) {
+        const int o = op(rng);
+        const uint64_t page = sparse_page(id(rng));
+        if (o < 55) {
+          mechanism.touch(page);
+        } else if (o < 70) {
+          mechanism.free(page);
+        } else {
+          mechanism.reclaim(want(rng), o < 78);
+        }
+        ASSERT_EQ(policy->resident_pages(), mechanism.resident_count());
+      }
+    }
+  }
+}
+
+// Every page is touched between scans, so all look hot: scans must still yield victims.
+TEST(PolicyProgressTest, EveryPageAccessedStillYieldsVictims) {
+  for (std::string_view name : {"clock", "fifo"}) {
+    SCOPED_TRACE(name);
+    std::unique_ptr<Policy> policy = make_policy(name);
+    Mechanism mechanism(*policy, 256);
+    for (int round = 0; round < 200 && !HasFatalFailure(); ++round) {
+      for (uint64_t page = 0; page < 300; ++page) mechanism.touch(page);
+      mechanism.reclaim(1 + round % 5);
+    }
+  }
+}
+
+TEST(PolicyProgressTest, ScanBeyondTheResetBudgetStillEvicts) {
+  ClockPolicy clock;
+  for (uint64_t page = 0; page < 10000; ++page) clock.on_resident(page);
+  Policy::Scan scan;
+  for (int i = 0; i < 3; ++i) {
+    clock.scan(1, &scan);
+    EXPECT_EQ(scan.victims.size(), 1u);
+    EXPECT_LE(scan.reset.size(), 5u);
+    for (uint64_t page : scan.reset) clock.on_access(page);
+  }
+}
+
+// A working set of 10000 pages, 90% of the accesses to 1000 hot ones, in 2000 pages of
+// DRAM: CLOCK keeps the hot pages, FIFO cycles them out.
+TEST(PolicyTraceTest, ClockKeepsTheHotSet) {
+  const Pages trace = hot_cold_trace(10000, 400000, 42);
+  const TraceStats with_clock = replay("clock", trace, 2000);
+  const TraceStats with_fifo = replay("fifo", trace, 2000);
+  EXPECT_GE(static_cast<double>(with_fifo.misses), 1.3 * static_cast<double>(with_clock.misses))
+      << "clock misses " << with_clock.misses << ", fifo misses " << with_fifo.misses;
+  // About one reset per miss (the second chance), plus the hot pages' promotions.
+  EXPECT_LE(static_cast<double>(with_clock.resets), 1.5 * static_cast<double>(with_clock.misses));
+}
+
+// A sequential pass over three times the DRAM in the middle of the hot/cold trace: CLOCK
+// gives the pass's pages a second chance only, so the hot set survives it.
+TEST(PolicyTraceTest, SequentialPassDoesNotFlushTheHotSet) {
+  Pages trace = hot_cold_trace(10000, 100000, 7);
+  const Pages pass = sequential(10000, 6000);
+  const Pages after = hot_cold_trace(10000, 100000, 8);
+  trace.insert(trace.end(), pass.begin(), pass.end());
+  trace.insert(trace.end(), after.begin(), after.end());
+  const TraceStats with_clock = replay("clock", trace, 2000);
+  const TraceStats with_fifo = replay("fifo", trace, 2000);
+  EXPECT_GE(static_cast<double>(with_fifo.misses), 1.3 * static_cast<double>(with_clock.misses))
+      << "clock misses " << with_clock.misses << ", fifo misses " << with_fifo.misses;
+  EXPECT_LE(static_cast<double>(with_clock.resets), 1.5 * static_cast<double>(with_clock.misses));
+}
+
+// Looping over more pages than fit misses every time under any of these policies; CLOCK's
+// second chances must not make it worse than FIFO.
+TEST(PolicyTraceTest, LoopLargerThanDramIsNoWorseThanFifo) {
+  Pages trace;
+  for (int round = 0; round < 10; ++round) {
+    const Pages loop = sequential(0, 3000);
+    trace.insert(trace.end(), loop.begin(), loop.end());
+  }
+  const TraceStats with_clock = replay("clock", trace, 2000);
+  const TraceStats with_fifo = replay("fifo", trace, 2000);
+  EXPECT_LE(static_cast<double>(with_clock.misses), 1.05 * static_cast<double>(with_fifo.misses))
+      << "clock misses " << with_clock.misses << ", fifo misses " << with_fifo.misses;
+  EXPECT_LE(with_clock.resets, 2 * with_clock.misses);
+}
+
+// 1M resident pages in 256 KiB runs scattered over a 256 GiB range above 2^32.
+TEST(PolicyMemoryTest, TenBytesPerResidentPage) {
+  constexpr uint64_t kPages = uint64_t{1} << 20;
+  for (std::string_view name : {"clock", "fifo"}) {
+    SCOPED_TRACE(name);
+    std::unique_ptr<Policy> policy = make_policy(name);
+    for (uint64_t i = 0; i < kPages; ++i) {
+      policy->on_resident((uint64_t{1} << 32) + (i / 64) * 4096 + i % 64);
+    }
+    EXPECT_EQ(policy->resident_pages(), kPages);
+    EXPECT_LE(policy->memory_bytes(), 10 * kPages);
+    // Turning the rings over moves entries between blocks; memory must stay put.
+    Policy::Scan scan;
+    for (int i = 0; i < 100; ++i) {
+      policy->scan(4096, &scan);
+      for (uint64_t page : scan.victims) policy->on_resident(page);
+      for (uint64_t page : scan.reset) policy->on_access(page);
+    }
+    EXPECT_EQ(policy->resident_pages(), kPages);
+    EXPECT_LE(policy->memory_bytes(), 10 * kPages);
+  }
+}
+
+TEST(PolicyMemoryTest, FreedPagesGiveMemoryBack) {
+  constexpr uint64_t kPages = uint64_t{1} << 20;
+  for (std::string_view name : {"clock", "fifo"}) {
+    SCOPED_TRACE(name);
+    std::unique_ptr<Policy> policy = make_policy(name);
+    for (uint64_t page = 0; page < kPages; ++page) policy->on_resident(page);
+    const uint64_t full = policy->memory_bytes();
+    for (uint64_t page = 0; page < kPages; ++page) policy->on_gone(page);
+    EXPECT_EQ(policy->resident_pages(), 0u);
+    EXPECT_LE(policy->memory_bytes(), full / 20);
+  }
+}
+
+// Pages freed, and fresh ones or the same made resident, with no reclaim to move the
+// hands: stale entries must not pile up.
+TEST(PolicyMemoryTest, ChurnWithoutScansStaysBounded) {
+  constexpr uint64_t kResident = 10000;
+  for (std::string_view name : {"clock", "fifo"}) {
+    SCOPED_TRACE(name);
+    std::unique_ptr<Policy> policy = make_policy(name);
+    Pages resident = sequential(0, kResident);
+    for (uint64_t page : resident) policy->on_resident(page);
+    std::mt19937_64 rng(3);
+    uint64_t next = kResident;
+    uint64_t peak = 0;
+    for (int i = 0; i < 200000; ++i) {
+      uint64_t& page = resident[rng() % kResident];
+      policy->on_gone(page);
+      if (rng() % 2 == 0) page = next++;  // else the same page comes back
+      policy->on_resident(page);
+      peak = std::max(peak, policy->memory_bytes());
+    }
+    EXPECT_EQ(policy->resident_pages(), kResident);
+    EXPECT_LE(peak, 10 * kResident + 64 * 1024);
+  }
+}
+
+}  // namespace
+}  // namespace extmem::daemon
