@@ -56,7 +56,8 @@ std::string Client::describe() {
   return fmt::format(
       "pid={} exe={} uid={} policy={} limit={} resident={} swapped={} "
       "faults(first_touch={} major={} minor={} wp={} spurious={}) zero_filled_pages={} "
-      "evictions={} zero_evictions={} access_resets={} read={} written={} released_pages={} "
+      "evictions={} clean_evictions={} zero_evictions={} access_resets={} read={} written={} "
+      "released_pages={} "
       "events(remove={} unmap={} remap={}) fault_latency(p50<={}us p99<={}us) "
       "errors(fault={} io={}) swap_full={} over_limit={} metadata={}",
       identity_.pid, identity_.exe, identity_.uid, policy_name,
@@ -64,8 +65,9 @@ std::string Client::describe() {
       format_size(resident_pages * kPageSize, resident, sizeof(resident)),
       format_size(swapped_pages * kPageSize, swapped, sizeof(swapped)), c.first_touch_faults.load(),
       c.major_faults.load(), c.minor_faults.load(), c.wp_faults.load(), c.spurious_faults.load(),
-      c.zero_filled_pages.load(), c.evictions.load(), c.zero_evictions.load(),
-      c.access_resets.load(), format_size(c.bytes_read.load(), read, sizeof(read)),
+      c.zero_filled_pages.load(), c.evictions.load(), c.clean_evictions.load(),
+      c.zero_evictions.load(), c.access_resets.load(),
+      format_size(c.bytes_read.load(), read, sizeof(read)),
       format_size(c.bytes_written.load(), written, sizeof(written)), c.released_pages.load(),
       c.remove_events.load(), c.unmap_events.load(), c.remap_events.load(),
       c.fault_latency.quantile_us(0.5), c.fault_latency.quantile_us(0.99), c.fault_errors.load(),

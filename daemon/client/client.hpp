@@ -41,7 +41,8 @@ struct ClientCounters {
   std::atomic<uint64_t> wp_faults{0};
   std::atomic<uint64_t> spurious_faults{0};  // the page was already there: only woken
   std::atomic<uint64_t> evictions{0};
-  std::atomic<uint64_t> zero_evictions{0};  // all-zero pages dropped without I/O
+  std::atomic<uint64_t> zero_evictions{0};   // all-zero pages dropped without I/O
+  std::atomic<uint64_t> clean_evictions{0};  // unchanged since restored: no write
   std::atomic<uint64_t> access_resets{0};
   std::atomic<uint64_t> bytes_read{0};
   std::atomic<uint64_t> bytes_written{0};

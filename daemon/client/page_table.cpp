@@ -7,33 +7,51 @@ namespace extmem::daemon {
 namespace {
 
 bool in_memory(PageState s) {
-  return s == PageState::kResident || s == PageState::kEvicting;
+  return s == PageState::kResident || s == PageState::kEvicting || s == PageState::kResidentClean;
 }
 
 }  // namespace
 
 PageTable::PageTable(uint64_t pages)
-    : pages_(pages), chunks_((pages + kChunkPages - 1) / kChunkPages) {}
+    : pages_(pages), directories_((pages + kDirectoryPages - 1) / kDirectoryPages) {}
+
+const PageTable::Chunk* PageTable::find_chunk(uint64_t page) const {
+  const auto& d = directories_[page / kDirectoryPages];
+  return d ? d->chunk[page / kChunkPages % kDirectoryChunks].get() : nullptr;
+}
 
 PageTable::Chunk* PageTable::chunk(uint64_t page, bool create) {
-  auto& c = chunks_[page / kChunkPages];
+  auto& d = directories_[page / kDirectoryPages];
+  if (!d) {
+    if (!create) return nullptr;
+    d = std::make_unique<Directory>();
+    ++allocated_directories_;
+  }
+  auto& c = d->chunk[page / kChunkPages % kDirectoryChunks];
   if (!c && create) {
     c = std::make_unique<Chunk>();
+    ++d->chunks;
     ++allocated_chunks_;
   }
   return c.get();
 }
 
-void PageTable::maybe_free(uint64_t chunk_index) {
-  auto& c = chunks_[chunk_index];
+void PageTable::maybe_free(uint64_t page) {
+  auto& d = directories_[page / kDirectoryPages];
+  if (!d) return;
+  auto& c = d->chunk[page / kChunkPages % kDirectoryChunks];
   if (c && c->nonempty == 0 && c->slots_held == 0) {
     c.reset();
     --allocated_chunks_;
+    if (--d->chunks == 0) {
+      d.reset();
+      --allocated_directories_;
+    }
   }
 }
 
 PageState PageTable::state(uint64_t page) const {
-  const auto& c = chunks_[page / kChunkPages];
+  const Chunk* c = find_chunk(page);
   return c ? c->states[page % kChunkPages] : PageState::kEmpty;
 }
 
@@ -48,11 +66,11 @@ void PageTable::set_state(uint64_t page, PageState state) {
   if (old == PageState::kEmpty) ++c->nonempty;
   if (state == PageState::kEmpty) --c->nonempty;
   entry = state;
-  if (state == PageState::kEmpty) maybe_free(page / kChunkPages);
+  if (state == PageState::kEmpty) maybe_free(page);
 }
 
 uint32_t PageTable::cluster(uint64_t page) const {
-  const auto& c = chunks_[page / kChunkPages];
+  const Chunk* c = find_chunk(page);
   return c ? c->cluster : kNoCluster;
 }
 
@@ -60,7 +78,7 @@ void PageTable::set_cluster(uint64_t page, uint32_t cluster) {
   Chunk* c = chunk(page, cluster != kNoCluster);
   if (c == nullptr) return;
   c->cluster = cluster;
-  if (cluster == kNoCluster) maybe_free(page / kChunkPages);
+  if (cluster == kNoCluster) maybe_free(page);
 }
 
 void PageTable::hold_slot(uint64_t page) {
@@ -71,7 +89,7 @@ uint32_t PageTable::drop_slot(uint64_t page) {
   Chunk* c = chunk(page, false);
   if (c == nullptr || c->slots_held == 0) return 0;
   uint32_t left = --c->slots_held;
-  if (left == 0) maybe_free(page / kChunkPages);
+  if (left == 0) maybe_free(page);
   return left;
 }
 
@@ -79,9 +97,12 @@ void PageTable::clear_range(uint64_t first, uint64_t count) {
   if (first >= pages_) return;
   const uint64_t end = first + std::min(count, pages_ - first);
   for (uint64_t page = first; page < end;) {
-    const uint64_t chunk_index = page / kChunkPages;
-    const uint64_t chunk_end = std::min((chunk_index + 1) * kChunkPages, end);
-    if (Chunk* c = chunks_[chunk_index].get(); c != nullptr && c->nonempty > 0) {
+    if (!directories_[page / kDirectoryPages]) {  // a whole untouched GiB
+      page = std::min((page / kDirectoryPages + 1) * kDirectoryPages, end);
+      continue;
+    }
+    const uint64_t chunk_end = std::min((page / kChunkPages + 1) * kChunkPages, end);
+    if (Chunk* c = chunk(page, false); c != nullptr && c->nonempty > 0) {
       for (uint64_t p = page; p < chunk_end; ++p) {
         PageState& entry = c->states[p % kChunkPages];
         resident_ -= in_memory(entry);
@@ -89,14 +110,15 @@ void PageTable::clear_range(uint64_t first, uint64_t count) {
         if (entry != PageState::kEmpty) --c->nonempty;
         entry = PageState::kEmpty;
       }
-      maybe_free(chunk_index);
+      maybe_free(page);
     }
     page = chunk_end;
   }
 }
 
 uint64_t PageTable::memory_bytes() const {
-  return chunks_.capacity() * sizeof(chunks_[0]) + allocated_chunks_ * sizeof(Chunk);
+  return directories_.capacity() * sizeof(directories_[0]) +
+         allocated_directories_ * sizeof(Directory) + allocated_chunks_ * sizeof(Chunk);
 }
 
 }  // namespace extmem::daemon

@@ -1,6 +1,7 @@
 // Per-page state of one client's arena, indexed by arena page (memfd offset / 4096).
-// Chunks of 512 pages (2 MiB of arena) are allocated on first use, so a huge, sparsely
-// used arena costs little: one byte per page plus a small chunk header. Each chunk also
+// Chunks of 512 pages (2 MiB of arena) are allocated on first use, found through
+// directories of 512 chunks (1 GiB) also allocated on first use, so a huge, sparsely used
+// arena costs little: one byte per page plus a small chunk header. Each chunk also
 // records the swap cluster its evicted pages use, so slot = cluster * 512 + page % 512
 // and neighbouring pages are neighbours on the device.
 #pragma once
@@ -17,6 +18,9 @@ enum class PageState : uint8_t {
   kResident = 1,  // in the memfd's page cache
   kEvicting = 2,  // being written to swap (write-protected; still in memory)
   kEvicted = 3,   // a hole in the memfd; the data is in the chunk's swap cluster
+  // In memory, write-protected, and identical to its swap slot (restored and not written
+  // since): evicted with no write. A write fault makes it kResident.
+  kResidentClean = 4,
 };
 
 class PageTable {
@@ -52,20 +56,28 @@ class PageTable {
   uint64_t memory_bytes() const;
 
  private:
+  static constexpr uint64_t kDirectoryChunks = 512;
+  static constexpr uint64_t kDirectoryPages = kChunkPages * kDirectoryChunks;
   struct Chunk {
     uint32_t cluster = kNoCluster;
     uint16_t slots_held = 0;
     uint16_t nonempty = 0;
     PageState states[kChunkPages] = {};
   };
+  struct Directory {
+    uint32_t chunks = 0;  // allocated chunks below
+    std::unique_ptr<Chunk> chunk[kDirectoryChunks];
+  };
+  const Chunk* find_chunk(uint64_t page) const;
   Chunk* chunk(uint64_t page, bool create);
-  void maybe_free(uint64_t chunk_index);
+  void maybe_free(uint64_t page);
 
   uint64_t pages_;
   uint64_t resident_ = 0;
   uint64_t swapped_ = 0;
   uint64_t allocated_chunks_ = 0;
-  std::vector<std::unique_ptr<Chunk>> chunks_;
+  uint64_t allocated_directories_ = 0;
+  std::vector<std::unique_ptr<Directory>> directories_;
 };
 
 template <class Fn>
@@ -73,8 +85,12 @@ void PageTable::for_each_nonempty(uint64_t first, uint64_t count, Fn&& fn) const
   if (first >= pages_) return;
   const uint64_t end = first + std::min(count, pages_ - first);
   for (uint64_t page = first; page < end;) {
+    if (!directories_[page / kDirectoryPages]) {  // a whole untouched GiB
+      page = std::min((page / kDirectoryPages + 1) * kDirectoryPages, end);
+      continue;
+    }
     const uint64_t chunk_end = std::min((page / kChunkPages + 1) * kChunkPages, end);
-    if (const Chunk* c = chunks_[page / kChunkPages].get(); c != nullptr && c->nonempty > 0) {
+    if (const Chunk* c = find_chunk(page); c != nullptr && c->nonempty > 0) {
       for (uint64_t p = page; p < chunk_end; ++p) {
         PageState s = c->states[p % kChunkPages];
         if (s != PageState::kEmpty) fn(p, s);

@@ -106,8 +106,11 @@ void fill_first_touch(std::unique_lock<std::mutex>& lock, Client& client, uintpt
   wake(client, addr, kPageSize);
 }
 
+// Reads an evicted page back. A read fault maps it write-protected and keeps its swap slot,
+// so it can be evicted again with no write while it stays clean; a write fault maps it
+// writable and frees the slot.
 void restore(std::unique_lock<std::mutex>& lock, Client& client, uintptr_t addr, uint64_t page,
-             Pager& pager) {
+             bool write, Pager& pager) {
   make_room(lock, client, 1, pager);
   if (client.pages.state(page) != PageState::kEvicted) {
     wake(client, addr, kPageSize);  // restored or freed while we waited; it refaults if needed
@@ -127,7 +130,7 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, uintptr_t addr,
     wake(client, addr, kPageSize);
     return;
   }
-  auto copied = client.uffd().copy(addr, buffer, kPageSize, 0);
+  auto copied = client.uffd().copy(addr, buffer, kPageSize, write ? 0 : UFFDIO_COPY_MODE_WP);
   if (!copied) {
     spdlog::error("client {}: {}", client.identity().pid, copied.error().message());
     client.counters().fault_errors++;
@@ -145,8 +148,12 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, uintptr_t addr,
     wake(client, addr, kPageSize);
     return;
   }
-  client.pages.set_state(page, PageState::kResident);
-  drop_slot(client, page, pager.swap);
+  if (write) {
+    client.pages.set_state(page, PageState::kResident);
+    drop_slot(client, page, pager.swap);
+  } else {
+    client.pages.set_state(page, PageState::kResidentClean);
+  }
   client.policy->on_resident(page);
   client.counters().major_faults++;
   client.counters().bytes_read += kPageSize;
@@ -171,22 +178,31 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
       fill_first_touch(lock, client, addr, page, pager);
       break;
     case PageState::kEvicted:
-      restore(lock, client, addr, page, pager);
+      restore(lock, client, addr, page, (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, pager);
       break;
     case PageState::kEvicting:
       // The eviction ends by removing write protection, which wakes this thread.
       return;
-    case PageState::kResident: {
+    case PageState::kResident:
+    case PageState::kResidentClean: {
+      const bool clean = client.pages.state(page) == PageState::kResidentClean;
       // The resolving ioctl wakes the thread only when it succeeds; otherwise (EEXIST,
       // or EAGAIN while the address space changes) the thread is woken to fault again.
       Result<kernel::Outcome> resolved = kernel::Outcome::kAlreadyPresent;
       if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
         client.counters().minor_faults++;
         client.policy->on_access(page);
-        resolved = client.uffd().continue_range(addr, kPageSize, 0);
+        // A clean page stays write-protected, so its first write is seen.
+        resolved =
+            client.uffd().continue_range(addr, kPageSize, clean ? kernel::kContinueModeWp : 0);
       } else if (flags & UFFD_PAGEFAULT_FLAG_WP) {
-        // Protection left over from an eviction that was abandoned.
+        // The first write to a clean page (or protection left over from an abandoned
+        // eviction): its swap copy is stale from now on.
         client.counters().wp_faults++;
+        if (clean) {
+          client.pages.set_state(page, PageState::kResident);
+          drop_slot(client, page, pager.swap);
+        }
         resolved = client.uffd().write_protect(addr, kPageSize, false, false);
       } else {
         client.counters().spurious_faults++;
@@ -207,8 +223,12 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
 // pages being evicted keep their slot until the eviction notices.
 void forget_pages(Client& client, uint64_t first, uint64_t count, SwapDevice* swap) {
   client.pages.for_each_nonempty(first, count, [&](uint64_t page, PageState state) {
-    if (state == PageState::kResident) client.policy->on_gone(page);
-    if (state == PageState::kEvicted) drop_slot(client, page, swap);
+    if (state == PageState::kResident || state == PageState::kResidentClean) {
+      client.policy->on_gone(page);
+    }
+    if (state == PageState::kEvicted || state == PageState::kResidentClean) {
+      drop_slot(client, page, swap);
+    }
     if (state != PageState::kEmpty) client.counters().released_pages++;
   });
   client.pages.clear_range(first, count);
@@ -244,8 +264,7 @@ void drop_slot(Client& client, uint64_t page, SwapDevice* swap) {
 
 bool restore_all(Client& client, SwapDevice* swap) {
   std::lock_guard lock(client.mu);
-  if (client.pages.swapped_pages() == 0) return true;
-  if (swap == nullptr) return false;
+  if (swap == nullptr) return client.pages.swapped_pages() == 0;
   std::vector<uint64_t> evicted;
   client.pages.for_each_nonempty(0, client.pages.pages(), [&](uint64_t page, PageState state) {
     if (state == PageState::kEvicted) evicted.push_back(page);
@@ -262,6 +281,17 @@ bool restore_all(Client& client, SwapDevice* swap) {
       if (copied && *copied == kernel::Outcome::kTargetGone) return true;
       return false;
     }
+    client.pages.set_state(page, PageState::kResident);
+    drop_slot(client, page, swap);
+  }
+  // Clean pages are write-protected; the kernel will not lift that for us.
+  std::vector<uint64_t> clean;
+  client.pages.for_each_nonempty(0, client.pages.pages(), [&](uint64_t page, PageState state) {
+    if (state == PageState::kResidentClean) clean.push_back(page);
+  });
+  for (uint64_t page : clean) {
+    const uintptr_t addr = client.address_map.address_of(page * kPageSize);
+    if (addr == 0 || !client.uffd().write_protect(addr, kPageSize, false, false)) return false;
     client.pages.set_state(page, PageState::kResident);
     drop_slot(client, page, swap);
   }

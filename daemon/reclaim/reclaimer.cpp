@@ -19,14 +19,6 @@ constexpr uint64_t kBatchPages = 256;
 constexpr size_t kMaxIovecs = 1024;  // UIO_MAXIOV
 constexpr auto kPeriod = std::chrono::milliseconds(20);
 
-struct Victim {
-  uint64_t page;
-  uintptr_t addr;
-  uint32_t cluster;
-  bool failed = false;
-  bool zero = false;  // all zeros: dropped, not written
-};
-
 bool all_zero(const unsigned char* page) {
   static const unsigned char kZero[kPageSize] = {};
   return memcmp(page, kZero, kPageSize) == 0;
@@ -133,6 +125,30 @@ void Reclaimer::reset_access(Client& client, const std::vector<uint64_t>& addrs)
   client.counters().access_resets += addrs.size();
 }
 
+// Frees a written (or clean, or all-zero) victim's memory and records where its data is.
+// False if the page could not be freed: it then stays resident.
+bool Reclaimer::settle_evicted(Client& client, const Victim& v) {
+  auto punched = client.memfd().punch_hole(v.page * kPageSize, kPageSize);
+  if (!punched) {
+    spdlog::error("client {}: {}", client.identity().pid, punched.error().message());
+    return false;
+  }
+  client.counters().evictions++;
+  if (v.zero) {
+    client.pages.set_state(v.page, PageState::kEmpty);
+    drop_slot(client, v.page, &swap_);
+    client.counters().zero_evictions++;
+  } else {
+    client.pages.set_state(v.page, PageState::kEvicted);
+    if (v.clean) {
+      client.counters().clean_evictions++;
+    } else {
+      client.counters().bytes_written += kPageSize;
+    }
+  }
+  return true;
+}
+
 uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
   std::vector<Victim> victims;
   std::vector<uint64_t> reset_addrs;
@@ -143,9 +159,15 @@ uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
     for (size_t i = 0; i < scan.victims.size(); ++i) {
       const uint64_t page = scan.victims[i];
       const uintptr_t addr = client.address_map.address_of(page * kPageSize);
-      if (client.pages.state(page) != PageState::kResident) continue;
+      const PageState state = client.pages.state(page);
+      if (state != PageState::kResident && state != PageState::kResidentClean) continue;
       if (addr == 0) {
         client.policy->on_resident(page);  // not mapped anywhere: nothing to evict through
+        continue;
+      }
+      if (state == PageState::kResidentClean) {
+        client.pages.set_state(page, PageState::kEvicting);
+        victims.push_back({page, addr, client.pages.cluster(page), false, false, true});
         continue;
       }
       uint32_t cluster = client.pages.cluster(page);
@@ -157,7 +179,8 @@ uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
           }
           client.counters().swap_full++;
           for (size_t j = i; j < scan.victims.size(); ++j) {
-            if (client.pages.state(scan.victims[j]) == PageState::kResident) {
+            PageState s = client.pages.state(scan.victims[j]);
+            if (s == PageState::kResident || s == PageState::kResidentClean) {
               client.policy->on_resident(scan.victims[j]);
             }
           }
@@ -171,7 +194,8 @@ uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
     }
     if (track_access_) {
       for (uint64_t page : scan.reset) {
-        if (client.pages.state(page) != PageState::kResident) continue;
+        PageState state = client.pages.state(page);
+        if (state != PageState::kResident && state != PageState::kResidentClean) continue;
         if (uintptr_t addr = client.address_map.address_of(page * kPageSize)) {
           reset_addrs.push_back(addr);
         }
@@ -190,6 +214,7 @@ uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
   writes.reserve(victims.size());
   for (size_t i = 0; i < victims.size(); ++i) {
     Victim& v = victims[i];
+    if (v.clean) continue;  // already write-protected, already in its slot
     unsigned char* buf = buffers.get() + i * kPageSize;
     auto protected_ = client.uffd().write_protect(v.addr, kPageSize, true, false);
     if (!protected_ || *protected_ != kernel::Outcome::kDone) {
@@ -221,52 +246,42 @@ uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
     }
   }
 
+  // Each page is settled under the lock, protection lifted last: a fault that restores
+  // the page must come after the un-protect, or the un-protect would make a freshly
+  // restored clean page writable behind our back.
   uint64_t evicted = 0;
-  {
-    std::lock_guard lock(client.mu);
-    size_t w = 0;
-    for (Victim& v : victims) {
-      bool written = v.zero;
-      if (!v.failed && !v.zero) {
-        const kernel::IoRequest& req = writes[w++];
-        written = io_ok && req.result == static_cast<int32_t>(kPageSize);
-        if (!written) {
-          client.counters().io_errors++;
-          spdlog::error("client {}: writing page {} to swap failed: {}", client.identity().pid,
-                        v.page, io_ok ? strerror(-req.result) : "ring failure");
-        }
+  std::lock_guard lock(client.mu);
+  size_t w = 0;
+  for (Victim& v : victims) {
+    bool written = v.zero || v.clean;
+    if (!v.failed && !v.zero && !v.clean) {
+      const kernel::IoRequest& req = writes[w++];
+      written = io_ok && req.result == static_cast<int32_t>(kPageSize);
+      if (!written) {
+        client.counters().io_errors++;
+        spdlog::error("client {}: writing page {} to swap failed: {}", client.identity().pid,
+                      v.page, io_ok ? strerror(-req.result) : "ring failure");
       }
-      if (client.pages.state(v.page) != PageState::kEvicting) {
-        drop_slot(client, v.page, &swap_);  // freed by the application meanwhile
-        continue;
-      }
-      if (written) {
-        auto punched = client.memfd().punch_hole(v.page * kPageSize, kPageSize);
-        if (punched) {
-          client.counters().evictions++;
-          ++evicted;
-          if (v.zero) {
-            client.pages.set_state(v.page, PageState::kEmpty);
-            drop_slot(client, v.page, &swap_);
-            client.counters().zero_evictions++;
-          } else {
-            client.pages.set_state(v.page, PageState::kEvicted);
-            client.counters().bytes_written += kPageSize;
-          }
-          continue;
-        }
-        spdlog::error("client {}: {}", client.identity().pid, punched.error().message());
-      }
+    }
+    bool keep_protection = false;
+    if (client.pages.state(v.page) != PageState::kEvicting) {
+      drop_slot(client, v.page, &swap_);  // freed by the application meanwhile
+    } else if (written && settle_evicted(client, v)) {
+      ++evicted;
+    } else {
       // The page stays resident; its data never left memory.
-      client.pages.set_state(v.page, PageState::kResident);
-      drop_slot(client, v.page, &swap_);
+      if (v.clean) {
+        client.pages.set_state(v.page, PageState::kResidentClean);
+        keep_protection = true;  // still clean: only wake writers that waited on us
+      } else {
+        client.pages.set_state(v.page, PageState::kResident);
+        drop_slot(client, v.page, &swap_);
+      }
       client.policy->on_resident(v.page);
     }
-  }
-  for (const Victim& v : victims) {
-    auto unprotected = client.uffd().write_protect(v.addr, kPageSize, false, false);
-    if (!unprotected)
-      spdlog::warn("client {}: {}", client.identity().pid, unprotected.error().message());
+    auto woken = keep_protection ? client.uffd().wake(v.addr, kPageSize)
+                                 : client.uffd().write_protect(v.addr, kPageSize, false, false);
+    if (!woken) spdlog::warn("client {}: {}", client.identity().pid, woken.error().message());
   }
   return evicted;
 }

@@ -35,7 +35,17 @@ class Reclaimer {
   static uint64_t low_watermark(uint64_t limit);
 
  private:
+  struct Victim {
+    uint64_t page;
+    uintptr_t addr;
+    uint32_t cluster;
+    bool failed = false;
+    bool zero = false;   // all zeros: dropped, not written
+    bool clean = false;  // its swap slot already holds its data: not written
+  };
+
   void run();
+  bool settle_evicted(Client& client, const Victim& v);
   // Evicts up to a batch of pages; returns how many.
   uint64_t evict_batch(Client& client, uint64_t want);
   void reset_access(Client& client, const std::vector<uint64_t>& pages);

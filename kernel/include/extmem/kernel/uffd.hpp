@@ -14,6 +14,9 @@
 
 namespace extmem::kernel {
 
+// Maps the page write-protected (Linux 6.4+; older uapi headers lack the name).
+inline constexpr uint64_t kContinueModeWp = 1ULL << 1;
+
 // How an operation that races the application ended. These are ordinary outcomes,
 // never failures: the caller decides what each means for the page.
 enum class Outcome {
