@@ -159,3 +159,34 @@ TEST(Paging, SwapTooSmallForTheWorkingSetKeepsDataAndSaysSo) {
 
 }  // namespace
 }  // namespace extmem::testing
+
+namespace extmem::testing {
+namespace {
+
+TEST(Paging, BadLimitsAndPoliciesAreRefusedWithAReason) {
+  ScratchDir dir;
+  Daemon daemon(dir, daemon_args(dir));
+  struct Case {
+    const char* variable;
+    const char* value;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"EXTMEM_POLICY", "nope", "unknown policy 'nope' (known: clock, fifo)"},
+      {"EXTMEM_DRAM", "4K", "below the minimum of 1M"},
+      {"EXTMEM_DRAM", "lots", "EXTMEM_DRAM=lots is not a size"},
+  };
+  for (const Case& c : cases) {
+    ClientOptions options = client_options(daemon);
+    options.env[c.variable] = c.value;
+    ProcessResult r = run_paging(dir, {"evicted-io", "--mib", "8"}, options);
+    EXPECT_EQ(r.exit_code, 1) << c.value << ": " << describe(r);
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << c.value << ": " << r.err;
+  }
+  // The daemon goes on serving.
+  ProcessResult r = run_paging(dir, {"evicted-io", "--mib", "64"}, paging_client(daemon, "16M"));
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+}
+
+}  // namespace
+}  // namespace extmem::testing
