@@ -436,7 +436,11 @@ TABLE=$(
     echo "| $pattern | $op | $e | $k | $ratio | $r |"
   done; done
 )
-DEVICE_LINE="fio on the same filesystem (O_DIRECT, io_uring, ${FIO_RT:-?} s each): 4 KiB random read QD$THREADS **${FIO_RANDREAD:-n/a} IOPS**, 4 KiB random write QD$THREADS ${FIO_RANDWRITE:-n/a} IOPS, 1 MiB sequential read QD8 **${FIO_SEQREAD:-n/a} MiB/s** (= $(awk -v m="${FIO_SEQREAD:-0}" 'BEGIN { printf "%d", m * 256 }') pages/s)."
+if [[ -n $FIO_RANDREAD$FIO_SEQREAD ]]; then
+  DEVICE_LINE="fio on the same filesystem (O_DIRECT, io_uring, ${FIO_RT:-?} s each): 4 KiB random read QD$THREADS **${FIO_RANDREAD:-n/a} IOPS**, 4 KiB random write QD$THREADS ${FIO_RANDWRITE:-n/a} IOPS, 1 MiB sequential read QD8 **${FIO_SEQREAD:-n/a} MiB/s** (= $(awk -v m="${FIO_SEQREAD:-0}" 'BEGIN { printf "%d", m * 256 }') pages/s)."
+else
+  DEVICE_LINE="not measured in this run."
+fi
 DETAILS=$(
   echo "| config | pattern | op | attempt | status | pages/s | populate ms | verify | run s | major faults | evictions | fault p50 ≤ µs | fault p99 ≤ µs | errors |"
   echo "|---|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|"
