@@ -57,7 +57,7 @@ DOC=$REPO/docs/PERFORMANCE.md
 BUILD_FIRST=1
 REV=${BENCH_REV:-}
 QUICK=0
-ARGS_TEXT="$*"
+ARGS_TEXT=$(printf '%q ' "$@"); ARGS_TEXT=${ARGS_TEXT% }
 while (($#)); do
   case $1 in
     --quick) QUICK=1 ;;
@@ -75,7 +75,7 @@ while (($#)); do
     --build-dir) BUILD=$2; shift ;;
     --no-build) BUILD_FIRST=0 ;;
     --rev) REV=$2; shift ;;
-    -h|--help) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '3,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
   shift

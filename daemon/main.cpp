@@ -1,6 +1,7 @@
 // extmemd: a thin main over the daemon library.
 #include <cstdio>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "config/options.hpp"
@@ -29,6 +30,8 @@ int main(int argc, char** argv) {
     return caps.all_required_present() ? 0 : 1;
   }
 
+  // Logs go to stderr (the journal under systemd); stdout stays free for --probe.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("extmemd"));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(options->log_level));
   if (!caps.all_required_present()) {

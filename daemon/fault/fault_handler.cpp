@@ -39,7 +39,11 @@ void make_room(std::unique_lock<std::mutex>& lock, Client& client, uint64_t page
   const auto deadline = Clock::now() + kRoomTimeout;
   while (client.pages.resident_pages() + pages > client.limit_pages()) {
     if (pager.reclaimer->swap_full() || Clock::now() >= deadline) {
-      client.counters().over_limit++;
+      if (client.counters().over_limit++ % 1000 == 0 && !pager.reclaimer->swap_full()) {
+        spdlog::warn("client {}: reclaim made no room in {} s; serving faults over the limit",
+                     client.identity().pid,
+                     std::chrono::duration_cast<std::chrono::seconds>(kRoomTimeout).count());
+      }
       return;
     }
     pager.reclaimer->wake();
