@@ -77,24 +77,25 @@ void warn(const char* fmt, ...) noexcept {
   [[maybe_unused]] ssize_t w = write(STDERR_FILENO, buf, len);
 }
 
+namespace {
+
+// One warning, then the application runs on libc memory (or exits if it must be managed).
+void start_unmanaged(const char* reason) noexcept {
+  if (g_config.required) {
+    warn("%s; exiting (EXTMEM_REQUIRED is set)", reason);
+    _exit(1);
+  }
+  warn("%s; running unmanaged", reason);
+  g_mode.store(Mode::kUnmanaged, std::memory_order_release);
+}
+
+}  // namespace
+
 void initialize() noexcept {
   char error[320];
-  if (!load_config(&g_config, error, sizeof(error))) {
-    if (g_config.required) {
-      warn("%s; exiting (EXTMEM_REQUIRED is set)", error);
-      _exit(1);
-    }
-    warn("%s; running unmanaged", error);
-    g_mode.store(Mode::kUnmanaged, std::memory_order_release);
-    return;
-  }
-  if (!connect_to_daemon(g_config, &g_session, error, sizeof(error))) {
-    if (g_config.required) {
-      warn("%s; exiting (EXTMEM_REQUIRED is set)", error);
-      _exit(1);
-    }
-    warn("%s; running unmanaged", error);
-    g_mode.store(Mode::kUnmanaged, std::memory_order_release);
+  if (!load_config(&g_config, error, sizeof(error)) ||
+      !connect_to_daemon(g_config, &g_session, error, sizeof(error))) {
+    start_unmanaged(error);
     return;
   }
   g_arena_base = g_session.arena_base;

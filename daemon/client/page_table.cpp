@@ -94,26 +94,16 @@ uint32_t PageTable::drop_slot(uint64_t page) {
 }
 
 void PageTable::clear_range(uint64_t first, uint64_t count) {
-  if (first >= pages_) return;
-  const uint64_t end = first + std::min(count, pages_ - first);
-  for (uint64_t page = first; page < end;) {
-    if (!directories_[page / kDirectoryPages]) {  // a whole untouched GiB
-      page = std::min((page / kDirectoryPages + 1) * kDirectoryPages, end);
-      continue;
+  visit_chunks(*this, first, count, [&](Chunk& c, uint64_t from, uint64_t to) {
+    for (uint64_t p = from; p < to; ++p) {
+      PageState& entry = c.states[p % kChunkPages];
+      resident_ -= in_memory(entry);
+      swapped_ -= entry == PageState::kEvicted;
+      if (entry != PageState::kEmpty) --c.nonempty;
+      entry = PageState::kEmpty;
     }
-    const uint64_t chunk_end = std::min((page / kChunkPages + 1) * kChunkPages, end);
-    if (Chunk* c = chunk(page, false); c != nullptr && c->nonempty > 0) {
-      for (uint64_t p = page; p < chunk_end; ++p) {
-        PageState& entry = c->states[p % kChunkPages];
-        resident_ -= in_memory(entry);
-        swapped_ -= entry == PageState::kEvicted;
-        if (entry != PageState::kEmpty) --c->nonempty;
-        entry = PageState::kEmpty;
-      }
-      maybe_free(page);
-    }
-    page = chunk_end;
-  }
+    maybe_free(from);
+  });
 }
 
 uint64_t PageTable::memory_bytes() const {

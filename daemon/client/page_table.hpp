@@ -68,6 +68,9 @@ class PageTable {
     uint32_t chunks = 0;  // allocated chunks below
     std::unique_ptr<Chunk> chunk[kDirectoryChunks];
   };
+  // Calls fn(chunk, from, to) for each non-empty chunk overlapping [first, first+count).
+  template <class Self, class Fn>
+  static void visit_chunks(Self& self, uint64_t first, uint64_t count, Fn&& fn);
   const Chunk* find_chunk(uint64_t page) const;
   Chunk* chunk(uint64_t page, bool create);
   void maybe_free(uint64_t page);
@@ -80,24 +83,33 @@ class PageTable {
   std::vector<std::unique_ptr<Directory>> directories_;
 };
 
-template <class Fn>
-void PageTable::for_each_nonempty(uint64_t first, uint64_t count, Fn&& fn) const {
-  if (first >= pages_) return;
-  const uint64_t end = first + std::min(count, pages_ - first);
+template <class Self, class Fn>
+void PageTable::visit_chunks(Self& self, uint64_t first, uint64_t count, Fn&& fn) {
+  if (first >= self.pages_) return;
+  const uint64_t end = first + std::min(count, self.pages_ - first);
   for (uint64_t page = first; page < end;) {
-    if (!directories_[page / kDirectoryPages]) {  // a whole untouched GiB
+    if (!self.directories_[page / kDirectoryPages]) {  // a whole untouched GiB
       page = std::min((page / kDirectoryPages + 1) * kDirectoryPages, end);
       continue;
     }
     const uint64_t chunk_end = std::min((page / kChunkPages + 1) * kChunkPages, end);
-    if (const Chunk* c = find_chunk(page); c != nullptr && c->nonempty > 0) {
-      for (uint64_t p = page; p < chunk_end; ++p) {
-        PageState s = c->states[p % kChunkPages];
-        if (s != PageState::kEmpty) fn(p, s);
-      }
+    auto& directory = *self.directories_[page / kDirectoryPages];
+    if (auto* c = directory.chunk[page / kChunkPages % kDirectoryChunks].get();
+        c != nullptr && c->nonempty > 0) {
+      fn(*c, page, chunk_end);
     }
     page = chunk_end;
   }
+}
+
+template <class Fn>
+void PageTable::for_each_nonempty(uint64_t first, uint64_t count, Fn&& fn) const {
+  visit_chunks(*this, first, count, [&](const Chunk& c, uint64_t from, uint64_t to) {
+    for (uint64_t p = from; p < to; ++p) {
+      PageState s = c.states[p % kChunkPages];
+      if (s != PageState::kEmpty) fn(p, s);
+    }
+  });
 }
 
 }  // namespace extmem::daemon

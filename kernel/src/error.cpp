@@ -7,22 +7,26 @@
 namespace extmem {
 
 Error Error::make(int code, const char* fmt, ...) noexcept {
-  Error e;
-  e.code_ = code;
   va_list args;
   va_start(args, fmt);
-  vsnprintf(e.context_, sizeof(e.context_), fmt, args);
+  Error e = make_v(code, fmt, args);
   va_end(args);
   return e;
 }
 
 Error Error::from_errno(const char* fmt, ...) noexcept {
-  Error e;
-  e.code_ = errno;
+  const int code = errno;  // before anything else can change it
   va_list args;
   va_start(args, fmt);
-  vsnprintf(e.context_, sizeof(e.context_), fmt, args);
+  Error e = make_v(code, fmt, args);
   va_end(args);
+  return e;
+}
+
+Error Error::make_v(int code, const char* fmt, va_list args) noexcept {
+  Error e;
+  e.code_ = code;
+  vsnprintf(e.context_, sizeof(e.context_), fmt, args);
   return e;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cerrno>
+#include <cstdarg>
 #include <cstddef>
 #include <string>
 #include <utility>
@@ -24,6 +25,8 @@ class Error {
   std::string message() const;
 
  private:
+  static Error make_v(int code, const char* fmt, va_list args) noexcept;
+
   int code_ = 0;
   char context_[120] = {};
 };
