@@ -40,7 +40,7 @@ workload_pid=$!
 # The daemon's stats line for the workload, once a second, until the workload exits.
 tail -n0 -f --pid="$workload_pid" "$dir/extmemd.log" |
   grep --line-buffered "stats: pid=$workload_pid " |
-  sed -u -E 's/^.* resident=([^ ]+ [^ ]+) swapped=([^ ]+ [^ ]+) faults\(first_touch=([0-9]+) major=([0-9]+) minor=([0-9]+).* evictions=([0-9]+) clean_evictions=([0-9]+).*fault_latency\(p50<=([0-9]+)us p99<=([0-9]+)us\).*/  resident \1  swapped \2  faults: first-touch \3 major \4 minor \5  evictions \6 (clean \7)  latency p50<=\8us p99<=\9us/'
+  sed -u -E 's/^.* resident=([^ ]+ [^ ]+) swapped=([^ ]+ [^ ]+) swap_clusters=[0-9]+ faults\(first_touch=([0-9]+) major=([0-9]+) minor=([0-9]+).* evictions=([0-9]+) clean_evictions=([0-9]+).*fault_latency\(p50<=([0-9]+)us p99<=([0-9]+)us\).*/  resident \1  swapped \2  faults: first-touch \3 major \4 minor \5  evictions \6 (clean \7)  latency p50<=\8us p99<=\9us/'
 wait "$workload_pid"
 
 echo

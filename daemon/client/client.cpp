@@ -54,7 +54,7 @@ std::string Client::describe() {
   const ClientCounters& c = counters_;
   uint64_t limit_bytes = limit_pages() * kPageSize;
   return fmt::format(
-      "pid={} exe={} uid={} policy={} limit={} resident={} swapped={} "
+      "pid={} exe={} uid={} policy={} limit={} resident={} swapped={} swap_clusters={} "
       "faults(first_touch={} major={} minor={} wp={} spurious={}) zero_filled_pages={} "
       "evictions={} clean_evictions={} zero_evictions={} access_resets={} read={} written={} "
       "released_pages={} "
@@ -63,7 +63,8 @@ std::string Client::describe() {
       identity_.pid, identity_.exe, identity_.uid, policy_name,
       limit_bytes ? format_size(limit_bytes, limit, sizeof(limit)) : "none",
       format_size(resident_pages * kPageSize, resident, sizeof(resident)),
-      format_size(swapped_pages * kPageSize, swapped, sizeof(swapped)), c.first_touch_faults.load(),
+      format_size(swapped_pages * kPageSize, swapped, sizeof(swapped)),
+      swap_ != nullptr ? swap_->clusters_of(id_) : 0, c.first_touch_faults.load(),
       c.major_faults.load(), c.minor_faults.load(), c.wp_faults.load(), c.spurious_faults.load(),
       c.zero_filled_pages.load(), c.evictions.load(), c.clean_evictions.load(),
       c.zero_evictions.load(), c.access_resets.load(),

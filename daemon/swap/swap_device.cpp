@@ -38,6 +38,11 @@ uint64_t SwapDevice::clusters_used() {
   return space_.clusters_used();
 }
 
+uint64_t SwapDevice::clusters_of(uint64_t owner) {
+  std::lock_guard lock(mu_);
+  return space_.clusters_of(owner);
+}
+
 uint64_t SwapDevice::clusters_total() {
   std::lock_guard lock(mu_);
   return space_.clusters_total();

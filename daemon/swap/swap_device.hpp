@@ -28,6 +28,7 @@ class SwapDevice {
   void release_cluster(uint32_t cluster);
   size_t release_all(uint64_t owner);
   uint64_t clusters_used();
+  uint64_t clusters_of(uint64_t owner);
   uint64_t clusters_total();
 
   // Runs the requests on this thread's ring and waits for them; per-request results
