@@ -7,7 +7,7 @@ namespace extmem::daemon {
 namespace {
 
 bool in_memory(PageState s) {
-  return s == PageState::kResident || s == PageState::kEvicting || s == PageState::kResidentClean;
+  return is_resident(s) || s == PageState::kEvicting;
 }
 
 }  // namespace

@@ -23,6 +23,11 @@ enum class PageState : uint8_t {
   kResidentClean = 4,
 };
 
+// Resident and mapped for the application, dirty or clean: what a policy tracks.
+inline bool is_resident(PageState s) {
+  return s == PageState::kResident || s == PageState::kResidentClean;
+}
+
 class PageTable {
  public:
   static constexpr uint64_t kChunkPages = 512;

@@ -110,6 +110,18 @@ void fill_first_touch(std::unique_lock<std::mutex>& lock, Client& client, uintpt
   wake(client, addr, kPageSize);
 }
 
+// Reads the swap copy of `page` into a 4096-aligned buffer.
+bool read_slot(Client& client, uint64_t page, SwapDevice& swap, unsigned char* buffer) {
+  kernel::IoRequest read{swap.fd(), buffer, kPageSize,
+                         SwapSpace::slot_offset(client.pages.cluster(page), page), false};
+  auto ran = swap.run({&read, 1});
+  if (ran && read.result == static_cast<int32_t>(kPageSize)) return true;
+  spdlog::error("client {}: reading page {} from swap failed: {}", client.identity().pid, page,
+                ran ? strerror(-read.result) : ran.error().message());
+  client.counters().io_errors++;
+  return false;
+}
+
 // Reads an evicted page back. A read fault maps it write-protected and keeps its swap slot,
 // so it can be evicted again with no write while it stays clean; a write fault maps it
 // writable and frees the slot.
@@ -120,17 +132,10 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, uintptr_t addr,
     wake(client, addr, kPageSize);  // restored or freed while we waited; it refaults if needed
     return;
   }
-  const uint32_t cluster = client.pages.cluster(page);
   alignas(4096) static thread_local unsigned char buffer[kPageSize];
-  kernel::IoRequest read{pager.swap->fd(), buffer, kPageSize, SwapSpace::slot_offset(cluster, page),
-                         false};
-  auto ran = pager.swap->run({&read, 1});
-  if (!ran || read.result != static_cast<int32_t>(kPageSize)) {
+  if (!read_slot(client, page, *pager.swap, buffer)) {
     // Never hand the application zeros or stale data: the page stays evicted and the
     // thread retries.
-    spdlog::error("client {}: reading page {} from swap failed: {}", client.identity().pid, page,
-                  ran ? strerror(-read.result) : ran.error().message());
-    client.counters().io_errors++;
     wake(client, addr, kPageSize);
     return;
   }
@@ -177,7 +182,8 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
   }
   const uint64_t page = (segment->offset + (addr - segment->start)) / kPageSize;
   const uint64_t flags = msg.arg.pagefault.flags;
-  switch (client.pages.state(page)) {
+  const PageState state = client.pages.state(page);
+  switch (state) {
     case PageState::kEmpty:
       fill_first_touch(lock, client, addr, page, pager);
       break;
@@ -189,7 +195,7 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
       return;
     case PageState::kResident:
     case PageState::kResidentClean: {
-      const bool clean = client.pages.state(page) == PageState::kResidentClean;
+      const bool clean = state == PageState::kResidentClean;
       // The resolving ioctl wakes the thread only when it succeeds; otherwise (EEXIST,
       // or EAGAIN while the address space changes) the thread is woken to fault again.
       Result<kernel::Outcome> resolved = kernel::Outcome::kAlreadyPresent;
@@ -227,9 +233,7 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
 // pages being evicted keep their slot until the eviction notices.
 void forget_pages(Client& client, uint64_t first, uint64_t count, SwapDevice* swap) {
   client.pages.for_each_nonempty(first, count, [&](uint64_t page, PageState state) {
-    if (state == PageState::kResident || state == PageState::kResidentClean) {
-      client.policy->on_gone(page);
-    }
+    if (is_resident(state)) client.policy->on_gone(page);
     if (state == PageState::kEvicted || state == PageState::kResidentClean) {
       drop_slot(client, page, swap);
     }
@@ -269,33 +273,24 @@ void drop_slot(Client& client, uint64_t page, SwapDevice* swap) {
 bool restore_all(Client& client, SwapDevice* swap) {
   std::lock_guard lock(client.mu);
   if (swap == nullptr) return client.pages.swapped_pages() == 0;
-  std::vector<uint64_t> evicted;
+  std::vector<std::pair<uint64_t, PageState>> pages;
   client.pages.for_each_nonempty(0, client.pages.pages(), [&](uint64_t page, PageState state) {
-    if (state == PageState::kEvicted) evicted.push_back(page);
+    if (state == PageState::kEvicted || state == PageState::kResidentClean) {
+      pages.emplace_back(page, state);
+    }
   });
   alignas(4096) static unsigned char buffer[kPageSize];
-  for (uint64_t page : evicted) {
+  for (auto [page, state] : pages) {
     const uintptr_t addr = client.address_map.address_of(page * kPageSize);
-    kernel::IoRequest read{swap->fd(), buffer, kPageSize,
-                           SwapSpace::slot_offset(client.pages.cluster(page), page), false};
-    auto ran = swap->run({&read, 1});
-    if (addr == 0 || !ran || read.result != static_cast<int32_t>(kPageSize)) return false;
-    auto copied = client.uffd().copy(addr, buffer, kPageSize, 0);
-    if (!copied || *copied != kernel::Outcome::kDone) {
+    if (addr == 0) return false;
+    if (state == PageState::kEvicted) {
+      if (!read_slot(client, page, *swap, buffer)) return false;
+      auto copied = client.uffd().copy(addr, buffer, kPageSize, 0);
       if (copied && *copied == kernel::Outcome::kTargetGone) return true;
-      return false;
+      if (!copied || *copied != kernel::Outcome::kDone) return false;
+    } else if (!client.uffd().write_protect(addr, kPageSize, false, false)) {
+      return false;  // clean pages are write-protected; the kernel will not lift that for us
     }
-    client.pages.set_state(page, PageState::kResident);
-    drop_slot(client, page, swap);
-  }
-  // Clean pages are write-protected; the kernel will not lift that for us.
-  std::vector<uint64_t> clean;
-  client.pages.for_each_nonempty(0, client.pages.pages(), [&](uint64_t page, PageState state) {
-    if (state == PageState::kResidentClean) clean.push_back(page);
-  });
-  for (uint64_t page : clean) {
-    const uintptr_t addr = client.address_map.address_of(page * kPageSize);
-    if (addr == 0 || !client.uffd().write_protect(addr, kPageSize, false, false)) return false;
     client.pages.set_state(page, PageState::kResident);
     drop_slot(client, page, swap);
   }

@@ -160,7 +160,7 @@ uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
       const uint64_t page = scan.victims[i];
       const uintptr_t addr = client.address_map.address_of(page * kPageSize);
       const PageState state = client.pages.state(page);
-      if (state != PageState::kResident && state != PageState::kResidentClean) continue;
+      if (!is_resident(state)) continue;
       if (addr == 0) {
         client.policy->on_resident(page);  // not mapped anywhere: nothing to evict through
         continue;
@@ -180,7 +180,7 @@ uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
           client.counters().swap_full++;
           for (size_t j = i; j < scan.victims.size(); ++j) {
             PageState s = client.pages.state(scan.victims[j]);
-            if (s == PageState::kResident || s == PageState::kResidentClean) {
+            if (is_resident(s)) {
               client.policy->on_resident(scan.victims[j]);
             }
           }
@@ -195,7 +195,7 @@ uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
     if (track_access_) {
       for (uint64_t page : scan.reset) {
         PageState state = client.pages.state(page);
-        if (state != PageState::kResident && state != PageState::kResidentClean) continue;
+        if (!is_resident(state)) continue;
         if (uintptr_t addr = client.address_map.address_of(page * kPageSize)) {
           reset_addrs.push_back(addr);
         }

@@ -11,8 +11,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 extern char** environ;
 
@@ -227,6 +230,28 @@ ClientOptions client_options(const Daemon& daemon, ClientOptions options) {
 ProcessResult run_client(const ScratchDir& dir, const Daemon& daemon,
                          const std::vector<std::string>& args, ClientOptions options) {
   return run_process(dir, client_argv(dir, args), client_options(daemon, std::move(options)));
+}
+
+std::string departure_line(const Daemon& daemon, pid_t pid) {
+  const std::regex left("client " + (pid != 0 ? std::to_string(pid) : std::string("\\d+")) +
+                        " (exited|disconnected): [^\n]*");
+  for (int i = 0; i < 1000; ++i) {
+    std::string log = daemon.log();
+    std::smatch m;
+    if (std::regex_search(log, m, left)) return m.str();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return "";
+}
+
+uint64_t departed_counter(const Daemon& daemon, pid_t pid, const std::string& name) {
+  const std::string line = departure_line(daemon, pid);
+  std::smatch m;
+  if (!std::regex_search(line, m, std::regex("\\b" + name + "=(\\d+)"))) {
+    ADD_FAILURE() << "no " << name << " for a departed client " << pid << " in the daemon log";
+    return 0;
+  }
+  return std::stoull(m[1]);
 }
 
 std::string describe(const ProcessResult& r) {

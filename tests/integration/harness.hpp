@@ -90,6 +90,13 @@ ClientOptions client_options(const Daemon& daemon, ClientOptions options = {});
 ProcessResult run_client(const ScratchDir& dir, const Daemon& daemon,
                          const std::vector<std::string>& args, ClientOptions options = {});
 
+// Waits (up to 10 s) until the daemon logged that client `pid` (0: any client) left, and
+// returns that line; "" if it did not.
+std::string departure_line(const Daemon& daemon, pid_t pid);
+// A counter ("name=123") from the departure line of client `pid` (0: any client); a test
+// failure when there is none.
+uint64_t departed_counter(const Daemon& daemon, pid_t pid, const std::string& name);
+
 std::string describe(const ProcessResult& r);
 int count_occurrences(const std::string& text, const std::string& needle);
 

@@ -35,19 +35,6 @@ ProcessResult run_paging(const ScratchDir& dir, const std::vector<std::string>& 
   return run_process(dir, argv, options);
 }
 
-// A counter from the daemon's line for a departed client ("name=123").
-uint64_t counter(const Daemon& daemon, const std::string& name) {
-  std::regex left("client \\d+ (exited|disconnected): .*\\b" + name + "=(\\d+)");
-  for (int i = 0; i < 1000; ++i) {
-    std::string log = daemon.log();
-    std::smatch m;
-    if (std::regex_search(log, m, left)) return std::stoull(m[2]);
-    usleep(10000);
-  }
-  ADD_FAILURE() << "no " << name << " for a departed client in the daemon log";
-  return 0;
-}
-
 uint64_t number_after(const std::string& text, const std::string& key) {
   std::smatch m;
   if (!std::regex_search(text, m, std::regex(key + "[= ](\\d+)"))) {
@@ -67,10 +54,10 @@ void expect_integrity(const char* policy, const char* seconds) {
   ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
   EXPECT_NE(r.out.find("mismatches 0"), std::string::npos) << r.out;
   EXPECT_LE(number_after(r.out, "max_resident_kib"), 64 * 1024 + kSlackKib) << r.out;
-  EXPECT_GT(counter(daemon, "evictions"), 0u) << daemon.log();
-  EXPECT_GT(counter(daemon, "major"), 0u) << daemon.log();
-  EXPECT_EQ(counter(daemon, "over_limit"), 0u) << daemon.log();
-  EXPECT_EQ(counter(daemon, "io"), 0u) << daemon.log();
+  EXPECT_GT(departed_counter(daemon, 0, "evictions"), 0u) << daemon.log();
+  EXPECT_GT(departed_counter(daemon, 0, "major"), 0u) << daemon.log();
+  EXPECT_EQ(departed_counter(daemon, 0, "over_limit"), 0u) << daemon.log();
+  EXPECT_EQ(departed_counter(daemon, 0, "io"), 0u) << daemon.log();
 }
 
 TEST(Paging, IntegrityWithWorkingSetFourTimesTheLimitClock) {
@@ -88,7 +75,7 @@ TEST(Paging, WritesToPagesBeingEvictedAreNeverLost) {
                                paging_client(daemon, "16M", "fifo"));
   ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
   EXPECT_NE(r.out.find("lost 0"), std::string::npos) << r.out;
-  EXPECT_GT(counter(daemon, "evictions"), 1000u) << daemon.log();
+  EXPECT_GT(departed_counter(daemon, 0, "evictions"), 1000u) << daemon.log();
 }
 
 TEST(Paging, ReadAndWriteSystemCallsOnEvictedBuffers) {
@@ -98,7 +85,7 @@ TEST(Paging, ReadAndWriteSystemCallsOnEvictedBuffers) {
   options.env["TMPDIR"] = dir.path();
   ProcessResult r = run_paging(dir, {"evicted-io", "--mib", "96"}, options);
   ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
-  EXPECT_GT(counter(daemon, "major"), 0u) << daemon.log();
+  EXPECT_GT(departed_counter(daemon, 0, "major"), 0u) << daemon.log();
 }
 
 uint64_t clusters_used(const Daemon& daemon) {
@@ -127,7 +114,7 @@ TEST(Paging, SwapSlotsReturnAfterDontneedMunmapAndExit) {
   kill(s.pid, SIGUSR2);  // exits normally with pages in swap
   ProcessResult r = wait_process(s, std::chrono::seconds(60));
   ASSERT_EQ(r.exit_code, 0) << describe(r);
-  counter(daemon, "evictions");  // waits until the daemon saw it leave
+  departed_counter(daemon, 0, "evictions");  // waits until the daemon saw it leave
   EXPECT_EQ(clusters_used(daemon), 0u) << daemon.log();
 }
 
@@ -141,7 +128,7 @@ TEST(Paging, SwapSlotsReturnAfterKill9) {
   EXPECT_GT(clusters_used(daemon), 0u);
   kill(s.pid, SIGKILL);
   wait_process(s, std::chrono::seconds(10));
-  counter(daemon, "evictions");
+  departed_counter(daemon, 0, "evictions");
   EXPECT_EQ(clusters_used(daemon), 0u) << daemon.log();
 }
 
@@ -153,8 +140,8 @@ TEST(Paging, SwapTooSmallForTheWorkingSetKeepsDataAndSaysSo) {
   ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
   EXPECT_NE(r.out.find("mismatches 0"), std::string::npos) << r.out;
   EXPECT_NE(daemon.log().find("is full"), std::string::npos) << daemon.log();
-  EXPECT_GT(counter(daemon, "swap_full"), 0u) << daemon.log();
-  EXPECT_GT(counter(daemon, "over_limit"), 0u) << daemon.log();
+  EXPECT_GT(departed_counter(daemon, 0, "swap_full"), 0u) << daemon.log();
+  EXPECT_GT(departed_counter(daemon, 0, "over_limit"), 0u) << daemon.log();
 }
 
 }  // namespace

@@ -27,27 +27,8 @@ pid_t registered_pid(const std::string& log, int n = 0) {
   return it == std::sregex_iterator() ? -1 : std::stoi((*it)[1]);
 }
 
-// A counter from the daemon's line for a departed client.
-uint64_t departed_counter(const std::string& log, pid_t pid, const std::string& counter) {
-  std::regex line("client " + std::to_string(pid) + " (exited|disconnected): .*\\b" + counter +
-                  "=(\\d+)");
-  std::smatch m;
-  if (!std::regex_search(log, m, line)) {
-    ADD_FAILURE() << "no " << counter << " for client " << pid << " in the daemon log";
-    return 0;
-  }
-  return std::stoull(m[2]);
-}
-
-// Waits until the daemon logged that the client left (whichever it noticed first: the
-// process exiting or its socket closing).
 bool departed(const Daemon& daemon, pid_t pid) {
-  std::regex left("client " + std::to_string(pid) + " (exited|disconnected): ");
-  for (int i = 0; i < 1000; ++i) {
-    if (std::regex_search(daemon.log(), left)) return true;
-    usleep(10000);
-  }
-  return false;
+  return !departure_line(daemon, pid).empty();
 }
 
 void expect_stress_passes(bool as_nobody) {
@@ -71,10 +52,10 @@ void expect_stress_passes(bool as_nobody) {
   ASSERT_TRUE(departed(daemon, pid)) << daemon.log();
   log = daemon.log();
   // 1.25 GiB of fresh memory was touched through the daemon.
-  EXPECT_GT(departed_counter(log, pid, "first_touch"), 100u) << log;
-  EXPECT_GE(departed_counter(log, pid, "zero_filled_pages"), (1280ULL << 20) / 4096) << log;
-  EXPECT_GT(departed_counter(log, pid, "released_pages"), 0u) << log;
-  EXPECT_EQ(departed_counter(log, pid, "fault"), 0u) << log;
+  EXPECT_GT(departed_counter(daemon, pid, "first_touch"), 100u) << log;
+  EXPECT_GE(departed_counter(daemon, pid, "zero_filled_pages"), (1280ULL << 20) / 4096) << log;
+  EXPECT_GT(departed_counter(daemon, pid, "released_pages"), 0u) << log;
+  EXPECT_EQ(departed_counter(daemon, pid, "fault"), 0u) << log;
 
   // The daemon dropped the client and still runs.
   kill(daemon.pid(), SIGUSR1);
@@ -124,9 +105,9 @@ TEST(Skeleton, UnmapAndMremapBehindTheShimAreFollowed) {
   pid_t pid = registered_pid(daemon.log());
   ASSERT_TRUE(departed(daemon, pid)) << daemon.log();
   std::string log = daemon.log();
-  EXPECT_GE(departed_counter(log, pid, "unmap"), 1u) << log;
-  EXPECT_GE(departed_counter(log, pid, "remap"), 1u) << log;
-  EXPECT_EQ(departed_counter(log, pid, "fault"), 0u) << log;
+  EXPECT_GE(departed_counter(daemon, pid, "unmap"), 1u) << log;
+  EXPECT_GE(departed_counter(daemon, pid, "remap"), 1u) << log;
+  EXPECT_EQ(departed_counter(daemon, pid, "fault"), 0u) << log;
 }
 
 TEST(Skeleton, ClientKilledWithSigkillIsReleased) {
@@ -139,7 +120,7 @@ TEST(Skeleton, ClientKilledWithSigkillIsReleased) {
   ProcessResult r = wait_process(s, std::chrono::seconds(10));
   EXPECT_EQ(r.signal, SIGKILL);
   ASSERT_TRUE(departed(daemon, s.pid)) << daemon.log();
-  EXPECT_GE(departed_counter(daemon.log(), s.pid, "zero_filled_pages"), 64u * 256) << daemon.log();
+  EXPECT_GE(departed_counter(daemon, s.pid, "zero_filled_pages"), 64u * 256) << daemon.log();
   kill(daemon.pid(), SIGUSR1);
   EXPECT_TRUE(daemon.wait_for_log("stats: total clients=0")) << daemon.log();
 }
