@@ -370,7 +370,9 @@ fi
 # ---- (a) extmem -------------------------------------------------------------------
 start_daemon() {
   if grep -qv '^Filename' /proc/swaps; then die "kernel swap is on; extmem runs need it off"; fi
-  "$EXTMEMD" --socket "$WORKDIR/sock" --swap "$WORKDIR/extmem.swap" --swap-size "$(human "$SWAP_B")" \
+  local control=()  # builds with a control plane would otherwise need /run/extmem
+  if "$EXTMEMD" --help 2>&1 | grep -q -- '--control PATH'; then control=(--control "$WORKDIR/control.sock"); fi
+  "$EXTMEMD" --socket "$WORKDIR/sock" "${control[@]}" --swap "$WORKDIR/extmem.swap" --swap-size "$(human "$SWAP_B")" \
     --stats-interval 0 >> "$RESULTS/extmemd.log" 2>&1 &
   DAEMON_PID=$!
   for _ in $(seq 1 100); do [[ -S $WORKDIR/sock ]] && break; sleep 0.1; done

@@ -3,11 +3,14 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
 
+#include "extmem/kernel/sd_notify.hpp"
+#include "extmem/kernel/unix_socket.hpp"
 #include "extmem/units.hpp"
 
 namespace extmem::daemon {
@@ -32,6 +35,13 @@ int inherited_listen_fd() {
   return 3;  // SD_LISTEN_FDS_START
 }
 
+// Tells the service manager (Type=notify) how we are; a no-op when not run by one.
+void notify_service_manager(const std::string& state) {
+  if (auto sent = kernel::sd_notify(state); !sent) {
+    spdlog::debug("sd_notify: {}", sent.error().message());
+  }
+}
+
 }  // namespace
 
 void block_daemon_signals() {
@@ -39,16 +49,26 @@ void block_daemon_signals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
-Daemon::Daemon(Options options, const kernel::Capabilities& caps)
-    : options_(std::move(options)), track_access_(!caps.kernel_swap_on) {}
+Daemon::Daemon(Options options, std::vector<std::string> args, const kernel::Capabilities& caps,
+               std::string version)
+    : options_(std::move(options)),
+      args_(std::move(args)),
+      caps_(caps),
+      version_(std::move(version)),
+      track_access_(!caps.kernel_swap_on) {}
 
 Result<void> Daemon::run() {
+  const auto started = std::chrono::steady_clock::now();
   Pager pager;
   if (!options_.swap_path.empty()) {
     auto swap = SwapDevice::open(options_.swap_path, options_.swap_size);
     if (!swap) return swap.error();
     swap_ = std::move(*swap);
-    reclaimer_ = std::make_unique<Reclaimer>(registry_, *swap_, track_access_);
+  }
+  governor_ = std::make_unique<Governor>(registry_, swap_ != nullptr);
+  governor_->configure(options_);
+  if (swap_) {
+    reclaimer_ = std::make_unique<Reclaimer>(registry_, *governor_, *swap_, track_access_);
     reclaimer_->start();
     pager = {swap_.get(), reclaimer_.get()};
     char size[32];
@@ -58,35 +78,107 @@ Result<void> Daemon::run() {
   } else {
     spdlog::info("no swap device (--swap): DRAM limits are not enforced");
   }
-  fault_loop_ = std::make_unique<FaultLoop>(registry_, options_.fault_threads, pager);
-  server_ = std::make_unique<Server>(options_, registry_, *fault_loop_, swap_.get());
-  if (auto started = fault_loop_->start(); !started) return started;
-  int inherited = inherited_listen_fd();
-  if (auto started = server_->start(inherited); !started) return started;
-  if (inherited >= 0) {
-    spdlog::info("extmemd serving clients on the socket passed by the service manager");
-  } else {
-    spdlog::info("extmemd serving clients on {}", options_.socket_path);
+  if (options_.budget != 0) {
+    char budget[32];
+    spdlog::info("global DRAM budget {}", format_size(options_.budget, budget, sizeof(budget)));
   }
+  fault_loop_ = std::make_unique<FaultLoop>(registry_, options_.fault_threads, pager);
+  server_ = std::make_unique<Server>(options_, registry_, *governor_, *fault_loop_, swap_.get());
+  control_ = std::make_unique<ControlServer>(ControlContext{
+      registry_, *governor_, swap_.get(), reclaimer_.get(), caps_, options_, version_, started});
+  if (auto started_loop = fault_loop_->start(); !started_loop) return started_loop;
+  const int inherited = inherited_listen_fd();
+  for (const std::string* path : {&options_.control_path, &options_.socket_path}) {
+    if (path == &options_.socket_path && inherited >= 0) continue;
+    if (auto made = kernel::make_socket_directory(path->c_str(), 0755); !made) return made;
+  }
+  if (auto control = control_->start(options_); !control) return control;
+  if (auto listening = server_->start(inherited); !listening) return listening;
+  if (inherited >= 0) {
+    spdlog::info("serving clients on the socket passed by the service manager; control on {}",
+                 options_.control_path);
+  } else {
+    spdlog::info("serving clients on {}; control on {}", options_.socket_path,
+                 options_.control_path);
+  }
+  notify_service_manager("READY=1\nSTATUS=serving, no clients yet");
 
   sigset_t set = daemon_signals();
-  const timespec interval = {static_cast<time_t>(options_.stats_interval), 0};
+  const auto watchdog = kernel::sd_watchdog_interval();
+  // Ticks once a second, or at half the watchdog interval when that is shorter.
+  auto period = std::chrono::microseconds(1000000);
+  if (watchdog) period = std::min(period, *watchdog / 2);
+  const timespec tick_period = {static_cast<time_t>(period.count() / 1000000),
+                                static_cast<long>(period.count() % 1000000 * 1000)};
+  auto last_stats_log = std::chrono::steady_clock::now();
   for (;;) {
-    int sig = sigtimedwait(&set, nullptr, options_.stats_interval != 0 ? &interval : nullptr);
+    int sig = sigtimedwait(&set, nullptr, &tick_period);
     if (sig < 0) {
-      if (errno == EAGAIN) log_stats();
+      tick();
+      const auto now = std::chrono::steady_clock::now();
+      if (options_.stats_interval != 0 &&
+          now - last_stats_log >= std::chrono::seconds(options_.stats_interval)) {
+        log_stats();
+        last_stats_log = now;
+      }
       continue;
     }
     if (sig == SIGUSR1) {
       log_stats();
     } else if (sig == SIGHUP) {
-      spdlog::info("SIGHUP: nothing to reload");
+      notify_service_manager("RELOADING=1");
+      reload();
+      notify_service_manager("READY=1");
     } else {
       spdlog::info("{}: stopping", strsignal(sig));
       break;
     }
   }
+  notify_service_manager("STOPPING=1\nSTATUS=stopping: reading swapped pages back");
+  stop_serving();
+  return {};
+}
 
+void Daemon::tick() {
+  const auto now = std::chrono::steady_clock::now();
+  uint64_t resident = 0, swapped = 0;
+  auto clients = registry_.snapshot();
+  for (const auto& client : clients) {
+    client->sample_rates(now);
+    std::lock_guard lock(client->mu);
+    resident += client->pages.resident_pages();
+    swapped += client->pages.swapped_pages();
+  }
+  char resident_text[32], swapped_text[32];
+  notify_service_manager(fmt::format("WATCHDOG=1\nSTATUS={} client{}, {} resident, {} swapped",
+                                     clients.size(), clients.size() == 1 ? "" : "s",
+                                     format_size(resident * kPageSize, resident_text, 32),
+                                     format_size(swapped * kPageSize, swapped_text, 32)));
+}
+
+void Daemon::reload() {
+  auto reloaded = load_options(args_);
+  if (!reloaded) {
+    spdlog::error("reload: {}; keeping the running configuration", reloaded.error().context());
+    return;
+  }
+  for (const auto& key : restart_required_changes(options_, *reloaded)) {
+    spdlog::warn("reload: {} changed; the change takes effect at the next restart", key);
+  }
+  // Only what can change live; the rest of options_ stays as it started, since other
+  // threads read it.
+  governor_->configure(*reloaded);
+  governor_->rebalance();
+  options_.stats_interval = reloaded->stats_interval;
+  options_.log_level = reloaded->log_level;
+  spdlog::set_level(spdlog::level::from_str(options_.log_level));
+  spdlog::info("reloaded {}: {} rule{}",
+               reloaded->config_path.empty() ? "the command line" : reloaded->config_path,
+               reloaded->rules.size(), reloaded->rules.size() == 1 ? "" : "s");
+}
+
+void Daemon::stop_serving() {
+  control_->stop();
   server_->stop();
   if (reclaimer_) reclaimer_->stop();
   fault_loop_->stop();
@@ -106,7 +198,6 @@ Result<void> Daemon::run() {
     registry_.remove(client->id());
   }
   spdlog::info("extmemd stopped");
-  return {};
 }
 
 void Daemon::log_stats() {

@@ -1,10 +1,14 @@
-// extmemd: the client server, the fault loop, reclaim and the swap device they share.
+// extmemd: the client server, the fault loop, reclaim, the swap device they share, and
+// the control plane.
 #pragma once
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "client/registry.hpp"
 #include "config/options.hpp"
+#include "control/control_service.hpp"
 #include "extmem/kernel/probe.hpp"
 #include "extmem/kernel/result.hpp"
 #include "fault/fault_loop.hpp"
@@ -16,7 +20,9 @@ namespace extmem::daemon {
 
 class Daemon {
  public:
-  Daemon(Options options, const kernel::Capabilities& caps);
+  // `args`: the command line, read again with the config file on SIGHUP.
+  Daemon(Options options, std::vector<std::string> args, const kernel::Capabilities& caps,
+         std::string version);
 
   // Serves until SIGTERM or SIGINT. Expects those signals (and SIGHUP, SIGUSR1) to be
   // blocked in every thread, which block_daemon_signals() does.
@@ -25,13 +31,24 @@ class Daemon {
   void log_stats();
 
  private:
+  // Once a second: rates, the service manager's watchdog and status line.
+  void tick();
+  // SIGHUP: reads the config again; a bad file changes nothing.
+  void reload();
+  void stop_serving();
+
   Options options_;
+  std::vector<std::string> args_;
+  const kernel::Capabilities& caps_;
+  std::string version_;
   bool track_access_;
   ClientRegistry registry_;
   std::unique_ptr<SwapDevice> swap_;
+  std::unique_ptr<Governor> governor_;
   std::unique_ptr<Reclaimer> reclaimer_;
   std::unique_ptr<FaultLoop> fault_loop_;
   std::unique_ptr<Server> server_;
+  std::unique_ptr<ControlServer> control_;
 };
 
 // Blocks the signals the daemon waits for; call before any thread starts.

@@ -10,10 +10,12 @@
 
 int main(int argc, char** argv) {
   using namespace extmem;
-  auto options = daemon::parse_options(std::vector<std::string>(argv + 1, argv + argc));
+  daemon::OptionsErrorSource error_source = daemon::OptionsErrorSource::kCommandLine;
+  auto options =
+      daemon::load_options(std::vector<std::string>(argv + 1, argv + argc), &error_source);
   if (!options) {
     fprintf(stderr, "extmemd: %s\n", options.error().context());
-    return 2;
+    return error_source == daemon::OptionsErrorSource::kConfigFile ? 1 : 2;
   }
   if (options->show_help) {
     fputs(daemon::usage().c_str(), stdout);
@@ -21,6 +23,16 @@ int main(int argc, char** argv) {
   }
   if (options->show_version) {
     printf("extmemd %s\n", EXTMEM_VERSION);
+    return 0;
+  }
+  if (options->check_config) {
+    const std::string summary = daemon::describe_options(*options);
+    if (options->config_path.empty()) {
+      printf("extmemd: no config file (%s does not exist), the defaults are in use: %s\n",
+             daemon::kDefaultConfigPath, summary.c_str());
+    } else {
+      printf("%s: ok (%s)\n", options->config_path.c_str(), summary.c_str());
+    }
     return 0;
   }
 
@@ -44,7 +56,8 @@ int main(int argc, char** argv) {
                caps.kernel_swap_on ? "on" : "off");
 
   daemon::block_daemon_signals();
-  daemon::Daemon d(std::move(*options), caps);
+  daemon::Daemon d(std::move(*options), std::vector<std::string>(argv + 1, argv + argc), caps,
+                   EXTMEM_VERSION);
   if (auto ran = d.run(); !ran) {
     spdlog::critical("{}", ran.error().message());
     return 1;

@@ -3,9 +3,10 @@
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config clang-format
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
+  libtomlplusplus-dev
   liburing-dev libspdlog-dev libboost-dev libgtest-dev libgmock-dev
-  util-linux procps
+  util-linux procps systemd
 )
 missing=()
 for p in "${packages[@]}"; do

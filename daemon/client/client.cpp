@@ -9,7 +9,7 @@ namespace extmem::daemon {
 
 Client::Client(uint64_t id, ClientIdentity identity, kernel::UniqueFd socket, kernel::Pidfd pidfd,
                kernel::Userfaultfd uffd, kernel::Memfd memfd, uintptr_t arena_base,
-               uint64_t arena_size, uint64_t dram_limit, std::unique_ptr<Policy> policy_in,
+               uint64_t arena_size, ClientTerms terms, std::unique_ptr<Policy> policy_in,
                SwapDevice* swap)
     : pages(arena_size / kPageSize),
       address_map(arena_base, arena_size),
@@ -22,8 +22,55 @@ Client::Client(uint64_t id, ClientIdentity identity, kernel::UniqueFd socket, ke
       memfd_(std::move(memfd)),
       arena_base_(arena_base),
       arena_size_(arena_size),
-      limit_pages_(dram_limit / kPageSize),
-      swap_(swap) {}
+      limit_pages_(terms.limit_pages),
+      swap_(swap),
+      terms_(std::move(terms)) {
+  last_sample_.at = started_;
+}
+
+ClientTerms Client::terms() const {
+  std::lock_guard lock(terms_mu_);
+  return terms_;
+}
+
+void Client::set_terms(ClientTerms terms) {
+  std::lock_guard lock(terms_mu_);
+  terms_ = std::move(terms);
+}
+
+void Client::sample_rates(std::chrono::steady_clock::time_point now) {
+  RateSample sample{now,
+                    counters_.major_faults.load(),
+                    counters_.first_touch_faults.load(),
+                    counters_.evictions.load(),
+                    counters_.bytes_read.load(),
+                    counters_.bytes_written.load()};
+  std::lock_guard lock(rates_mu_);
+  const double seconds = std::chrono::duration<double>(now - last_sample_.at).count();
+  if (seconds <= 0) return;
+  auto rate = [&](uint64_t now_value, uint64_t before) {
+    return static_cast<double>(now_value - before) / seconds;
+  };
+  rates_ = {rate(sample.major_faults, last_sample_.major_faults),
+            rate(sample.first_touch_faults, last_sample_.first_touch_faults),
+            rate(sample.evictions, last_sample_.evictions),
+            rate(sample.bytes_read, last_sample_.bytes_read),
+            rate(sample.bytes_written, last_sample_.bytes_written)};
+  last_sample_ = sample;
+}
+
+ClientRates Client::rates() const {
+  std::lock_guard lock(rates_mu_);
+  return rates_;
+}
+
+void Client::replace_policy(std::unique_ptr<Policy> next) {
+  // Page 0 holds the registration nonce and is never offered to a policy.
+  pages.for_each_nonempty(1, pages.pages() - 1, [&](uint64_t page, PageState state) {
+    if (is_resident(state)) next->on_resident(page);
+  });
+  policy = std::move(next);
+}
 
 Client::~Client() {
   if (swap_ != nullptr) swap_->release_all(id_);

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -73,11 +74,29 @@ class SequentialDetector {
   uint64_t window_ = 1;
 };
 
+// What a client may hold: its own limit (a ceiling, 0 for none), and its claim on the
+// global budget. Where the limit came from is shown to operators.
+struct ClientTerms {
+  uint64_t limit_pages = 0;
+  uint64_t min_pages = 0;
+  uint32_t weight = 100;
+  std::string limit_source;  // "client", "rule at line N", "default", "control"
+};
+
+// Counters per second over the last sampling interval.
+struct ClientRates {
+  double major_faults = 0;
+  double first_touch_faults = 0;
+  double evictions = 0;
+  double bytes_read = 0;
+  double bytes_written = 0;
+};
+
 class Client {
  public:
   Client(uint64_t id, ClientIdentity identity, kernel::UniqueFd socket, kernel::Pidfd pidfd,
          kernel::Userfaultfd uffd, kernel::Memfd memfd, uintptr_t arena_base, uint64_t arena_size,
-         uint64_t dram_limit, std::unique_ptr<Policy> policy, SwapDevice* swap);
+         ClientTerms terms, std::unique_ptr<Policy> policy, SwapDevice* swap);
   // Gives the client's swap space back; runs when the last holder lets go, so no
   // eviction or restore of this client is in flight.
   ~Client();
@@ -94,9 +113,21 @@ class Client {
   kernel::Memfd& memfd() { return memfd_; }
   uintptr_t arena_base() const { return arena_base_; }
   uint64_t arena_size() const { return arena_size_; }
-  // Pages the client may keep in memory; 0 means no limit.
+  // Pages the client may keep in memory now (its own limit, lowered while a global
+  // budget is shared out); 0 means no limit.
   uint64_t limit_pages() const { return limit_pages_.load(std::memory_order_relaxed); }
   void set_limit_pages(uint64_t limit) { limit_pages_.store(limit, std::memory_order_relaxed); }
+  ClientTerms terms() const;
+  void set_terms(ClientTerms terms);
+  std::chrono::steady_clock::time_point started() const { return started_; }
+
+  // Computes the rates since the previous call; the daemon calls it once a second.
+  void sample_rates(std::chrono::steady_clock::time_point now);
+  ClientRates rates() const;
+
+  // Replaces the policy and tells the new one about every resident page. Call with `mu`
+  // held.
+  void replace_policy(std::unique_ptr<Policy> next);
   ClientCounters& counters() { return counters_; }
   bool exited() const { return pidfd_.exited(); }
 
@@ -127,6 +158,19 @@ class Client {
   std::atomic<uint64_t> limit_pages_;
   SwapDevice* swap_;
   ClientCounters counters_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+
+  mutable std::mutex terms_mu_;
+  ClientTerms terms_;
+
+  struct RateSample {
+    std::chrono::steady_clock::time_point at;
+    uint64_t major_faults = 0, first_touch_faults = 0, evictions = 0, bytes_read = 0,
+             bytes_written = 0;
+  };
+  mutable std::mutex rates_mu_;
+  RateSample last_sample_;
+  ClientRates rates_;
 };
 
 }  // namespace extmem::daemon

@@ -37,7 +37,10 @@ void make_room(std::unique_lock<std::mutex>& lock, Client& client, uint64_t page
     return;
   }
   const auto deadline = Clock::now() + kRoomTimeout;
-  while (client.pages.resident_pages() + pages > client.limit_pages()) {
+  // The limit may change while we wait (control plane, budget): re-read it each time.
+  for (uint64_t now_limit = limit;
+       now_limit != 0 && client.pages.resident_pages() + pages > now_limit;
+       now_limit = client.limit_pages()) {
     if (pager.reclaimer->swap_full() || Clock::now() >= deadline) {
       if (client.counters().over_limit++ % 1000 == 0 && !pager.reclaimer->swap_full()) {
         spdlog::warn("client {}: reclaim made no room in {} s; serving faults over the limit",

@@ -41,8 +41,9 @@ std::vector<iovec> coalesce(std::vector<uintptr_t> addrs) {
 
 }  // namespace
 
-Reclaimer::Reclaimer(ClientRegistry& registry, SwapDevice& swap, bool track_access)
-    : registry_(registry), swap_(swap), track_access_(track_access) {}
+Reclaimer::Reclaimer(ClientRegistry& registry, Governor& governor, SwapDevice& swap,
+                     bool track_access)
+    : registry_(registry), governor_(governor), swap_(swap), track_access_(track_access) {}
 
 Reclaimer::~Reclaimer() {
   stop();
@@ -90,6 +91,7 @@ void Reclaimer::run() {
     if (swap_full_.load() && swap_.clusters_used() < swap_.clusters_total()) {
       swap_full_.store(false);
     }
+    governor_.rebalance();
     for (const auto& client : registry_.snapshot()) {
       const uint64_t limit = client->limit_pages();
       if (limit == 0) continue;

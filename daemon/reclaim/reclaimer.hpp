@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "budget/governor.hpp"
 #include "client/registry.hpp"
 #include "swap/swap_device.hpp"
 
@@ -19,7 +20,7 @@ class Reclaimer {
  public:
   // `track_access`: reset access bits with MADV_PAGEOUT (only valid while kernel swap is
   // off: with it on, PAGEOUT would swap the pages out itself).
-  Reclaimer(ClientRegistry& registry, SwapDevice& swap, bool track_access);
+  Reclaimer(ClientRegistry& registry, Governor& governor, SwapDevice& swap, bool track_access);
   ~Reclaimer();
   Reclaimer(const Reclaimer&) = delete;
   Reclaimer& operator=(const Reclaimer&) = delete;
@@ -51,6 +52,7 @@ class Reclaimer {
   void reset_access(Client& client, const std::vector<uint64_t>& pages);
 
   ClientRegistry& registry_;
+  Governor& governor_;
   SwapDevice& swap_;
   bool track_access_;
   std::mutex mu_;

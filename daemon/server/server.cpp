@@ -22,15 +22,15 @@ namespace {
 
 constexpr int kHandshakeTimeoutMs = 5000;
 constexpr int kMaxHandshakesInFlight = 32;
-// Features the daemon asks for on every client's userfaultfd.
+// Features the daemon asks for on every client's userfaultfd. THREAD_ID: swap-in
+// read-ahead follows each faulting thread on its own.
 constexpr uint64_t kUffdFeatures = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM |
                                    UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_EVENT_REMOVE |
-                                   UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP;
+                                   UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
+                                   UFFD_FEATURE_THREAD_ID;
 // MISSING: first touch and swap-in; WP: eviction; MINOR: access signals after a reset.
 constexpr uint64_t kRegisterModes =
     UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR;
-// The smallest DRAM limit a client may ask for.
-constexpr uint64_t kMinLimit = 1 << 20;
 
 void send_reply(int fd, int status, uint32_t flags, uint64_t value, const std::string& message,
                 int passed_fd = -1) {
@@ -76,9 +76,13 @@ Result<size_t> receive(int fd, wire::MsgType expected, std::byte* frame,
 
 }  // namespace
 
-Server::Server(const Options& options, ClientRegistry& registry, FaultLoop& fault_loop,
-               SwapDevice* swap)
-    : options_(options), registry_(registry), fault_loop_(fault_loop), swap_(swap) {}
+Server::Server(const Options& options, ClientRegistry& registry, Governor& governor,
+               FaultLoop& fault_loop, SwapDevice* swap)
+    : options_(options),
+      registry_(registry),
+      governor_(governor),
+      fault_loop_(fault_loop),
+      swap_(swap) {}
 
 Server::~Server() {
   stop();
@@ -165,18 +169,17 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
     return Error::make(EPROTO, "hello: %s", wire::describe(e));
   }
 
-  const uint64_t limit = hello.dram_limit != 0 ? hello.dram_limit : options_.default_limit;
-  if (limit != 0 && limit < kMinLimit) {
-    return Error::make(EINVAL, "DRAM limit of %" PRIu64 " bytes is below the minimum of 1M", limit);
+  if (hello.dram_limit != 0 && hello.dram_limit < kMinLimitBytes) {
+    return Error::make(EINVAL, "DRAM limit of %" PRIu64 " bytes is below the minimum of 1M",
+                       hello.dram_limit);
   }
-  const std::string policy_name =
-      hello.policy[0] != '\0' ? hello.policy : std::string(kDefaultPolicy);
-  std::unique_ptr<Policy> policy = make_policy(policy_name);
+  const std::string exe = executable_name(creds->pid);
+  Governor::Assignment assigned =
+      governor_.assign({creds->pid, creds->uid, creds->gid, exe}, hello.dram_limit, hello.policy);
+  std::unique_ptr<Policy> policy = make_policy(assigned.policy);
   if (!policy) {
-    std::string known;
-    for (const auto& name : policy_names()) known += (known.empty() ? "" : ", ") + name;
-    return Error::make(EINVAL, "unknown policy '%s' (known: %s)", policy_name.c_str(),
-                       known.c_str());
+    return Error::make(EINVAL, "unknown policy '%s' (known: %s)", assigned.policy.c_str(),
+                       known_policy_list().c_str());
   }
 
   kernel::UniqueFd device;
@@ -215,31 +218,32 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
   if (!ioctls) return ioctls.error();
   if (auto c = check_uffd_controls_arena(*uffd, *memfd, reg.arena_base); !c) return c.error();
 
-  ClientIdentity identity{creds->pid, creds->uid, creds->gid, executable_name(creds->pid)};
+  ClientIdentity identity{creds->pid, creds->uid, creds->gid, exe};
+  const uint64_t own_limit = assigned.terms.limit_pages;
   auto client = std::make_shared<Client>(registry_.next_id(), std::move(identity), std::move(owned),
                                          std::move(*pidfd), std::move(*uffd), std::move(*memfd),
-                                         reg.arena_base, reg.arena_size,
-                                         swap_ != nullptr ? limit : 0, std::move(policy), swap_);
+                                         reg.arena_base, reg.arena_size, std::move(assigned.terms),
+                                         std::move(policy), swap_);
   // Page 0 holds the registration nonce; it stays resident (never offered to the policy).
   client->pages.set_state(0, PageState::kResident);
-  if (limit != 0 && swap_ == nullptr) {
+  if (hello.dram_limit != 0 && swap_ == nullptr) {
     spdlog::warn("client {}: no swap device (--swap), so its DRAM limit is not enforced",
                  creds->pid);
   }
   registry_.add(client);
+  governor_.rebalance();
   if (auto added = fault_loop_.add(client); !added) {
     registry_.remove(client->id());
     client->unregister_arena();
     return added.error();
   }
   char arena[32], limit_text[32];
-  spdlog::info("client {} ({}, uid {}) registered: arena {} at {:#x}, limit {}, policy {}",
-               creds->pid, client->identity().exe, creds->uid,
-               format_size(reg.arena_size, arena, sizeof(arena)), reg.arena_base,
-               client->limit_pages() != 0
-                   ? format_size(client->limit_pages() * kPageSize, limit_text, sizeof(limit_text))
-                   : "none",
-               policy_name);
+  spdlog::info(
+      "client {} ({}, uid {}) registered: arena {} at {:#x}, limit {} ({}), policy {}", creds->pid,
+      client->identity().exe, creds->uid, format_size(reg.arena_size, arena, sizeof(arena)),
+      reg.arena_base,
+      own_limit != 0 ? format_size(own_limit * kPageSize, limit_text, sizeof(limit_text)) : "none",
+      client->terms().limit_source, assigned.policy);
   send_reply(client->socket_fd(), 0, 0, client->limit_pages() * kPageSize, "registered");
   return client;
 }

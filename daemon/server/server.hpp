@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 
+#include "budget/governor.hpp"
 #include "client/registry.hpp"
 #include "config/options.hpp"
 #include "extmem/kernel/fd.hpp"
@@ -18,7 +19,8 @@ namespace extmem::daemon {
 
 class Server {
  public:
-  Server(const Options& options, ClientRegistry& registry, FaultLoop& fault_loop, SwapDevice* swap);
+  Server(const Options& options, ClientRegistry& registry, Governor& governor,
+         FaultLoop& fault_loop, SwapDevice* swap);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -35,6 +37,7 @@ class Server {
 
   const Options& options_;
   ClientRegistry& registry_;
+  Governor& governor_;
   FaultLoop& fault_loop_;
   SwapDevice* swap_;
   kernel::UniqueFd listen_fd_;

@@ -55,6 +55,18 @@ Result<UniqueFd> listen_unix(const char* path, unsigned mode, int backlog) noexc
   return fd;
 }
 
+Result<void> make_socket_directory(const char* path, unsigned mode) noexcept {
+  char dir[sizeof(sockaddr_un::sun_path)];
+  if (snprintf(dir, sizeof(dir), "%s", path) >= static_cast<int>(sizeof(dir))) {
+    return Error::make(ENAMETOOLONG, "socket path %s", path);
+  }
+  char* slash = strrchr(dir, '/');
+  if (slash == nullptr || slash == dir) return {};
+  *slash = '\0';
+  if (mkdir(dir, mode) != 0 && errno != EEXIST) return Error::from_errno("mkdir %s", dir);
+  return {};
+}
+
 Result<UniqueFd> connect_unix(const char* path) noexcept {
   auto addr = make_address(path);
   if (!addr) return addr.error();

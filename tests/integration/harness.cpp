@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -85,11 +86,30 @@ std::string Daemon::stats() const {
   return "";
 }
 
-Daemon::Daemon(const ScratchDir& dir, std::vector<std::string> extra_args) {
+Daemon::Daemon(const ScratchDir& dir, std::vector<std::string> extra_args, DaemonLaunch launch) {
   socket_path_ = dir.file("extmemd.sock");
+  control_path_ = dir.file("control.sock");
   log_path_ = dir.file("extmemd.log");
-  std::vector<std::string> argv = {EXTMEMD_PATH, "--socket", socket_path_, "--log-level", "debug"};
+  std::vector<std::string> argv = {EXTMEMD_PATH,  "--socket",    socket_path_, "--control",
+                                   control_path_, "--log-level", "debug"};
+  // Never the machine's /etc/extmem/extmemd.toml: an empty file, unless the test has one.
+  if (std::find(extra_args.begin(), extra_args.end(), "--config") == extra_args.end()) {
+    const std::string empty_config = dir.file("empty.toml");
+    close(open(empty_config.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    argv.insert(argv.end(), {"--config", empty_config});
+  }
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  argv.insert(argv.begin(), launch.wrapper.begin(), launch.wrapper.end());
+  // Built before fork: the child only execs.
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string entry = *e;
+    if (!launch.env.contains(entry.substr(0, entry.find('=')))) env_strings.push_back(entry);
+  }
+  for (const auto& [k, v] : launch.env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_ = fork();
   if (pid_ == 0) {
     int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -98,11 +118,11 @@ Daemon::Daemon(const ScratchDir& dir, std::vector<std::string> extra_args) {
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
-    execv(args[0], args.data());
+    execve(args[0], args.data(), envp.data());
     _exit(127);
   }
   // Ready once it says so (the socket exists before listen() returns).
-  wait_for_log("serving clients");
+  if (!launch.ready_log.empty()) wait_for_log(launch.ready_log);
 }
 
 Daemon::~Daemon() {

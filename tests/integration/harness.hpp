@@ -40,15 +40,27 @@ struct ClientOptions {
   std::chrono::seconds timeout{300};
 };
 
+// How a Daemon starts, beyond its arguments.
+struct DaemonLaunch {
+  // Put before extmemd's command line, e.g. {"systemd-socket-activate", "--seqpacket",
+  // "-l", PATH}; it must exec extmemd in its own process.
+  std::vector<std::string> wrapper;
+  std::map<std::string, std::string> env;  // added to (or replacing) the test's environment
+  // The constructor returns once the log contains this; empty: at once.
+  std::string ready_log = "serving clients";
+};
+
 class Daemon {
  public:
-  explicit Daemon(const ScratchDir& dir, std::vector<std::string> extra_args = {});
+  explicit Daemon(const ScratchDir& dir, std::vector<std::string> extra_args = {},
+                  DaemonLaunch launch = {});
   ~Daemon();
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
 
   pid_t pid() const { return pid_; }
   const std::string& socket_path() const { return socket_path_; }
+  const std::string& control_path() const { return control_path_; }
   std::string log() const;
   // Waits until the log contains `needle`.
   bool wait_for_log(const std::string& needle,
@@ -61,6 +73,7 @@ class Daemon {
  private:
   pid_t pid_ = -1;
   std::string socket_path_;
+  std::string control_path_;
   std::string log_path_;
 };
 

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cerrno>
 #include <string>
 #include <vector>
@@ -14,17 +16,28 @@ using ::testing::HasSubstr;
 
 using Args = std::vector<std::string>;
 
+// An empty config file, so that a file in /etc on the test machine cannot change the
+// results; flags override it wherever they are.
+Args WithEmptyConfig(const Args& args) {
+  Args all = {"--config", "/dev/null"};
+  all.insert(all.end(), args.begin(), args.end());
+  return all;
+}
+
 Options ParseOk(const Args& args) {
-  Result<Options> result = parse_options(args);
+  Result<Options> result = load_options(WithEmptyConfig(args));
   EXPECT_TRUE(result.ok()) << (result.ok() ? "" : result.error().message());
   return result.ok() ? result.value() : Options{};
 }
 
-// Expects EINVAL with a context that names `option`, so the user knows what to fix.
+// Expects EINVAL from the command line with a context that names `option`, so the user
+// knows what to fix.
 void ExpectError(const Args& args, const std::string& option) {
-  Result<Options> result = parse_options(args);
+  OptionsErrorSource source = OptionsErrorSource::kConfigFile;
+  Result<Options> result = load_options(WithEmptyConfig(args), &source);
   ASSERT_FALSE(result.ok()) << testing::PrintToString(args);
   EXPECT_EQ(result.error().code(), EINVAL);
+  EXPECT_EQ(source, OptionsErrorSource::kCommandLine);
   EXPECT_THAT(std::string(result.error().context()), HasSubstr(option))
       << testing::PrintToString(args);
 }
@@ -36,9 +49,47 @@ TEST(OptionsTest, Defaults) {
   EXPECT_EQ(o.fault_threads, 2u);
   EXPECT_EQ(o.log_level, "info");
   EXPECT_TRUE(o.lend_uffd_device);
+  EXPECT_EQ(o.control_path, "/run/extmem/control.sock");
+  EXPECT_EQ(o.control_mode, 0660u);
+  EXPECT_FALSE(o.control_group.has_value());
+  EXPECT_EQ(o.control_tcp, "");
+  EXPECT_EQ(o.swap_path, "");
+  EXPECT_EQ(o.swap_size, 0u);
+  EXPECT_EQ(o.budget, 0u);
+  EXPECT_EQ(o.default_limit, 0u);
+  EXPECT_EQ(o.default_min, 0u);
+  EXPECT_EQ(o.default_weight, 100u);
+  EXPECT_EQ(o.default_policy, "clock");
+  EXPECT_TRUE(o.rules.empty());
+  EXPECT_EQ(o.config_path, "/dev/null");
+  EXPECT_FALSE(o.check_config);
   EXPECT_FALSE(o.probe_only);
   EXPECT_FALSE(o.show_help);
   EXPECT_FALSE(o.show_version);
+}
+
+// Without --config, the default file is read when it exists; the test can only check the
+// case of this machine.
+TEST(OptionsTest, DefaultConfigFileIsOptional) {
+  if (access(kDefaultConfigPath, F_OK) == 0) GTEST_SKIP() << kDefaultConfigPath << " exists";
+  Result<Options> result = load_options({});
+  ASSERT_TRUE(result.ok()) << result.error().message();
+  EXPECT_EQ(result->config_path, "");
+  EXPECT_EQ(result->socket_path, Options{}.socket_path);
+}
+
+TEST(OptionsTest, MissingConfigFileIsAConfigError) {
+  OptionsErrorSource source = OptionsErrorSource::kCommandLine;
+  Result<Options> result = load_options({"--config", "/nonexistent/extmemd.toml"}, &source);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().code(), ENOENT);
+  EXPECT_EQ(source, OptionsErrorSource::kConfigFile);
+  EXPECT_THAT(std::string(result.error().context()), HasSubstr("/nonexistent/extmemd.toml"));
+}
+
+TEST(OptionsTest, HelpAndVersionReadNoConfigFile) {
+  EXPECT_TRUE(load_options({"--config", "/nonexistent/extmemd.toml", "--help"})->show_help);
+  EXPECT_TRUE(load_options({"--version", "--config", "/nonexistent/x.toml"})->show_version);
 }
 
 TEST(OptionsTest, Flags) {
@@ -47,6 +98,24 @@ TEST(OptionsTest, Flags) {
   EXPECT_TRUE(ParseOk({"--version"}).show_version);
   EXPECT_TRUE(ParseOk({"--probe"}).probe_only);
   EXPECT_FALSE(ParseOk({"--no-lend-uffd"}).lend_uffd_device);
+  EXPECT_TRUE(ParseOk({"--check-config"}).check_config);
+}
+
+TEST(OptionsTest, ControlPlane) {
+  const Options o = ParseOk({"--control", "/tmp/c.sock", "--control-mode", "0600"});
+  EXPECT_EQ(o.control_path, "/tmp/c.sock");
+  EXPECT_EQ(o.control_mode, 0600u);
+}
+
+TEST(OptionsTest, MemoryDefaults) {
+  const Options o = ParseOk({"--budget", "8G", "--default-limit", "512M", "--default-policy",
+                             "fifo", "--swap", "/tmp/swap", "--swap-size", "1G"});
+  EXPECT_EQ(o.budget, uint64_t{8} << 30);
+  EXPECT_EQ(o.default_limit, uint64_t{512} << 20);
+  EXPECT_EQ(o.default_policy, "fifo");
+  EXPECT_EQ(o.swap_path, "/tmp/swap");
+  EXPECT_EQ(o.swap_size, uint64_t{1} << 30);
+  EXPECT_EQ(ParseOk({"--budget", "0"}).budget, 0u);
 }
 
 TEST(OptionsTest, Socket) {
@@ -89,7 +158,9 @@ TEST(OptionsTest, LaterOccurrenceWins) {
 }
 
 TEST(OptionsTest, MissingArgumentNamesTheOption) {
-  for (const char* option : {"--socket", "--socket-mode", "--fault-threads", "--log-level"}) {
+  for (const char* option :
+       {"--socket", "--socket-mode", "--fault-threads", "--log-level", "--config", "--control",
+        "--control-mode", "--budget", "--default-limit", "--default-policy", "--swap-size"}) {
     ExpectError({option}, option);
   }
   // A missing argument after a valid option still names the right one.
@@ -98,12 +169,34 @@ TEST(OptionsTest, MissingArgumentNamesTheOption) {
 
 TEST(OptionsTest, EmptySocketPathIsRejected) {
   ExpectError({"--socket", ""}, "--socket");
+  ExpectError({"--control", ""}, "--control");
+  ExpectError({"--config", ""}, "--config");
+}
+
+TEST(OptionsTest, BadSizes) {
+  for (const char* option : {"--budget", "--default-limit", "--swap-size"}) {
+    ExpectError({option, "12X"}, option);
+    ExpectError({option, "-1"}, option);
+  }
+  // Limits are 0 or at least 1M, as the daemon requires.
+  ExpectError({"--budget", "4K"}, "--budget");
+  ExpectError({"--default-limit", "1048575"}, "--default-limit");
+}
+
+TEST(OptionsTest, SwapSizeNeedsSwap) {
+  ExpectError({"--swap-size", "1G"}, "--swap-size needs --swap PATH");
+}
+
+TEST(OptionsTest, UnknownDefaultPolicy) {
+  ExpectError({"--default-policy", "lru"}, "--default-policy");
+  ExpectError({"--default-policy", "lru"}, known_policy_list());
 }
 
 TEST(OptionsTest, BadSocketModes) {
   for (const char* mode : {"999", "0x", "0x1ff", "8", "1000", "-1", "", "rw"}) {
     SCOPED_TRACE(mode);
     ExpectError({"--socket-mode", mode}, "--socket-mode");
+    ExpectError({"--control-mode", mode}, "--control-mode");
   }
 }
 
@@ -129,8 +222,10 @@ TEST(OptionsTest, UnknownOptionIsNamed) {
 
 TEST(OptionsTest, UsageMentionsEveryOption) {
   const std::string text = usage();
-  for (const char* option : {"--socket", "--socket-mode", "--fault-threads", "--no-lend-uffd",
-                             "--log-level", "--probe", "--version", "--help"}) {
+  for (const char* option : {"--config", "--check-config", "--socket", "--socket-mode", "--control",
+                             "--control-mode", "--fault-threads", "--swap", "--swap-size",
+                             "--budget", "--default-limit", "--default-policy", "--stats-interval",
+                             "--no-lend-uffd", "--log-level", "--probe", "--version", "--help"}) {
     EXPECT_THAT(text, HasSubstr(option));
   }
 }

@@ -28,7 +28,7 @@ class Error {
   static Error make_v(int code, const char* fmt, va_list args) noexcept;
 
   int code_ = 0;
-  char context_[120] = {};
+  char context_[240] = {};
 };
 
 template <class T>

@@ -24,6 +24,9 @@ struct PeerCredentials {
 Result<UniqueFd> listen_unix(const char* path, unsigned mode, int backlog) noexcept;
 // Connects to `path`; fails with the connect errno.
 Result<UniqueFd> connect_unix(const char* path) noexcept;
+// Creates the directory holding `path` (one level, e.g. /run/extmem) when it is missing,
+// so a daemon started by hand needs no preparation; an existing one is left as it is.
+Result<void> make_socket_directory(const char* path, unsigned mode) noexcept;
 Result<PeerCredentials> peer_credentials(int fd) noexcept;
 // Sets receive and send timeouts so a stalled peer cannot block us forever.
 Result<void> set_io_timeout(int fd, int millis) noexcept;
