@@ -22,7 +22,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-ctl() { "$build/ctl/extmemctl" --control "$dir/control.sock" "$@"; }
+extmemctl=("$build/ctl/extmemctl" --control "$dir/control.sock")
 
 echo "== kernel capabilities (extmemd --probe)"
 "$build/daemon/extmemd" --probe | grep -E "^(userfaultfd|uffd.missing_shmem|uffd.minor_shmem|uffd.wp_hugetlbfs_shmem|io_uring|process_madvise.pageout|kernel_swap) |required"
@@ -33,20 +33,21 @@ echo "== extmemd: swap file $dir/swap (2 GiB), log in $dir/extmemd.log"
   --control "$dir/control.sock" --swap "$dir/swap" --swap-size 2G >"$dir/extmemd.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 100); do grep -q "serving clients" "$dir/extmemd.log" && break; sleep 0.05; done
-ctl status
+"${extmemctl[@]}" status
 
 echo
 echo "== extmemctl run --limit $limit -- extmem-paging integrity: $size_mib MiB, 4 threads,"
 echo "   random reads and writes of whole pages for $seconds s, every page checked on every read"
-ctl run --limit "$limit" --socket "$dir/extmemd.sock" --required -- \
+# run execs the workload, so $! is the workload's pid.
+"${extmemctl[@]}" run --limit "$limit" --socket "$dir/extmemd.sock" --required -- \
   "$build/tests/extmem-paging" integrity --mib "$size_mib" --threads 4 --seconds "$seconds" &
 workload_pid=$!
-ctl top --interval 1 &
+"${extmemctl[@]}" top --interval 1 &
 top_pid=$!
 sleep $((seconds / 2))
 echo
 echo "== extmemctl set-limit $workload_pid $lowered (live)"
-ctl set-limit "$workload_pid" "$lowered"
+"${extmemctl[@]}" set-limit "$workload_pid" "$lowered"
 wait "$workload_pid"
 kill -INT "$top_pid" && wait "$top_pid" || true
 top_pid=
