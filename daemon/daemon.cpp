@@ -9,9 +9,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include "extmem/kernel/capabilities.hpp"
 #include "extmem/kernel/sd_notify.hpp"
 #include "extmem/kernel/unix_socket.hpp"
 #include "extmem/units.hpp"
+#include "recovery/recovery.hpp"
 
 namespace extmem::daemon {
 
@@ -52,6 +54,7 @@ void block_daemon_signals() {
 Daemon::Daemon(Options options, std::vector<std::string> args, const kernel::Capabilities& caps,
                std::string version)
     : options_(std::move(options)),
+      client_access_(options_),
       args_(std::move(args)),
       caps_(caps),
       version_(std::move(version)),
@@ -83,16 +86,28 @@ Result<void> Daemon::run() {
     spdlog::info("global DRAM budget {}", format_size(options_.budget, budget, sizeof(budget)));
   }
   fault_loop_ = std::make_unique<FaultLoop>(registry_, options_.fault_threads, pager);
-  server_ = std::make_unique<Server>(options_, registry_, *governor_, *fault_loop_, swap_.get());
+  server_ = std::make_unique<Server>(options_, client_access_, registry_, *governor_, *fault_loop_,
+                                     swap_.get());
   control_ = std::make_unique<ControlServer>(ControlContext{
       registry_, *governor_, swap_.get(), reclaimer_.get(), caps_, options_, version_, started});
   if (auto started_loop = fault_loop_->start(); !started_loop) return started_loop;
+  if (swap_) {
+    // Clients of a daemon that died wait for us; take them back before anyone new.
+    if (size_t n = recover_clients(registry_, *governor_, *fault_loop_, *swap_); n != 0) {
+      spdlog::info("took back {} client{} of a previous extmemd", n, n == 1 ? "" : "s");
+    }
+  }
   const int inherited = inherited_listen_fd();
   for (const std::string* path : {&options_.control_path, &options_.socket_path}) {
     if (path == &options_.socket_path && inherited >= 0) continue;
     if (auto made = kernel::make_socket_directory(path->c_str(), 0755); !made) return made;
   }
   if (auto control = control_->start(options_); !control) return control;
+  // The control socket has its group (CAP_CHOWN), the swap is open. Before the acceptor
+  // starts, so the drop's signal interrupts no handshake's timed receive.
+  auto dropped = kernel::drop_capabilities(kernel::serving_capabilities());
+  if (!dropped) return dropped.error();
+  spdlog::info("capabilities: {}", dropped->describe());
   if (auto listening = server_->start(inherited); !listening) return listening;
   if (inherited >= 0) {
     spdlog::info("serving clients on the socket passed by the service manager; control on {}",
@@ -169,6 +184,7 @@ void Daemon::reload() {
   // threads read it.
   governor_->configure(*reloaded);
   governor_->rebalance();
+  client_access_.update(*reloaded);
   options_.stats_interval = reloaded->stats_interval;
   options_.log_level = reloaded->log_level;
   spdlog::set_level(spdlog::level::from_str(options_.log_level));
@@ -190,6 +206,7 @@ void Daemon::stop_serving() {
           "client {}: pages remain in swap; its arena stays registered and its "
           "faults on them wait for a new extmemd",
           client->identity().pid);
+      client->keep_record();
       registry_.remove(client->id());
       continue;
     }

@@ -38,6 +38,8 @@ class Daemon {
   void stop_serving();
 
   Options options_;
+  // Swapped on reload, read by handshakes: options_ itself only changes where that is safe.
+  ClientAccess client_access_;
   std::vector<std::string> args_;
   const kernel::Capabilities& caps_;
   std::string version_;

@@ -3,6 +3,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config clang-format
+  clang libclang-rt-14-dev  # libFuzzer, for tests/fuzz
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libtomlplusplus-dev
   liburing-dev libspdlog-dev libboost-dev libgtest-dev libgmock-dev

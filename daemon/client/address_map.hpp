@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace extmem::daemon {
@@ -16,6 +17,8 @@ struct Segment {
 class AddressMap {
  public:
   AddressMap(uintptr_t base, uint64_t len) : segments_{{base, len, 0}} {}
+  // As found in the process's maps (a restarted daemon); sorted by address.
+  explicit AddressMap(std::vector<Segment> segments) : segments_(std::move(segments)) {}
 
   // The segment containing addr, or nullptr.
   const Segment* find(uintptr_t addr) const;

@@ -74,6 +74,18 @@ void Client::replace_policy(std::unique_ptr<Policy> next) {
 
 Client::~Client() {
   if (swap_ != nullptr) swap_->release_all(id_);
+  if (record_) record_->remove();
+}
+
+void Client::attach_record(std::unique_ptr<SwapRecord> record) {
+  record_ = std::move(record);
+  pages.attach_record(record_.get());
+}
+
+void Client::keep_record() {
+  std::lock_guard lock(mu);
+  pages.attach_record(nullptr);
+  record_.reset();
 }
 
 void Client::unregister_arena() {
@@ -106,7 +118,8 @@ std::string Client::describe() {
       "evictions={} clean_evictions={} zero_evictions={} access_resets={} read={} written={} "
       "released_pages={} "
       "events(remove={} unmap={} remap={}) fault_latency(p50<={}us p99<={}us) "
-      "errors(fault={} io={}) swap_full={} over_limit={} metadata={}",
+      "errors(fault={} io={}) swap_full={} over_limit={} metadata={} prefetched_pages={} "
+      "prefetch_hits={}",
       identity_.pid, identity_.exe, identity_.uid, policy_name,
       limit_bytes ? format_size(limit_bytes, limit, sizeof(limit)) : "none",
       format_size(resident_pages * kPageSize, resident, sizeof(resident)),
@@ -120,7 +133,8 @@ std::string Client::describe() {
       c.remove_events.load(), c.unmap_events.load(), c.remap_events.load(),
       c.fault_latency.quantile_us(0.5), c.fault_latency.quantile_us(0.99), c.fault_errors.load(),
       c.io_errors.load(), c.swap_full.load(), c.over_limit.load(),
-      format_size(metadata_bytes, metadata, sizeof(metadata)));
+      format_size(metadata_bytes, metadata, sizeof(metadata)), c.prefetched_pages.load(),
+      c.prefetch_hits.load());
 }
 
 }  // namespace extmem::daemon

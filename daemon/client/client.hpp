@@ -15,10 +15,12 @@
 #include "client/address_map.hpp"
 #include "client/latency.hpp"
 #include "client/page_table.hpp"
+#include "client/swap_record.hpp"
 #include "extmem/kernel/fd.hpp"
 #include "extmem/kernel/memfd.hpp"
 #include "extmem/kernel/pidfd.hpp"
 #include "extmem/kernel/uffd.hpp"
+#include "fault/readahead.hpp"
 #include "policy/policy.hpp"
 
 namespace extmem::daemon {
@@ -55,6 +57,10 @@ struct ClientCounters {
   std::atomic<uint64_t> io_errors{0};
   std::atomic<uint64_t> swap_full{0};   // evictions refused for want of swap space
   std::atomic<uint64_t> over_limit{0};  // faults served above the limit
+  // Read-ahead: pages mapped with a major fault's page, and those of them the faulting
+  // thread walked over (its next major fault continued after them).
+  std::atomic<uint64_t> prefetched_pages{0};
+  std::atomic<uint64_t> prefetch_hits{0};
   LatencyHistogram fault_latency;
 };
 
@@ -136,9 +142,17 @@ class Client {
   PageTable pages;
   AddressMap address_map;
   SequentialDetector sequential;
+  Readahead readahead;
   std::unique_ptr<Policy> policy;
   // Signalled when reclaim freed memory for this client.
   std::condition_variable room;
+
+  // Keeps which pages are in swap where a restarted daemon finds them; removed when the
+  // client is gone. Call before the client is shared.
+  void attach_record(std::unique_ptr<SwapRecord> record);
+  // The daemon stops with pages of this client still in swap: its record stays for the
+  // next daemon instead of being removed.
+  void keep_record();
 
   // Hands the arena back to the kernel while the application still runs (daemon stop,
   // client detaching): it must never be left registered with nobody serving it.
@@ -157,6 +171,7 @@ class Client {
   uint64_t arena_size_;
   std::atomic<uint64_t> limit_pages_;
   SwapDevice* swap_;
+  std::unique_ptr<SwapRecord> record_;
   ClientCounters counters_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 

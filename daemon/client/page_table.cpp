@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "client/swap_record.hpp"
+
 namespace extmem::daemon {
 
 namespace {
@@ -65,8 +67,15 @@ void PageTable::set_state(uint64_t page, PageState state) {
   swapped_ += (state == PageState::kEvicted) - (old == PageState::kEvicted);
   if (old == PageState::kEmpty) ++c->nonempty;
   if (state == PageState::kEmpty) --c->nonempty;
+  if (record_ != nullptr && (old == PageState::kEvicted) != (state == PageState::kEvicted)) {
+    record_->set_in_swap(page, state == PageState::kEvicted);
+  }
   entry = state;
   if (state == PageState::kEmpty) maybe_free(page);
+}
+
+void PageTable::record_in_swap(uint64_t page, bool in_swap) {
+  if (record_ != nullptr) record_->set_in_swap(page, in_swap);
 }
 
 uint32_t PageTable::cluster(uint64_t page) const {
@@ -78,6 +87,7 @@ void PageTable::set_cluster(uint64_t page, uint32_t cluster) {
   Chunk* c = chunk(page, cluster != kNoCluster);
   if (c == nullptr) return;
   c->cluster = cluster;
+  if (record_ != nullptr) record_->set_cluster(page / kChunkPages, cluster);
   if (cluster == kNoCluster) maybe_free(page);
 }
 
@@ -97,6 +107,7 @@ void PageTable::clear_range(uint64_t first, uint64_t count) {
   visit_chunks(*this, first, count, [&](Chunk& c, uint64_t from, uint64_t to) {
     for (uint64_t p = from; p < to; ++p) {
       PageState& entry = c.states[p % kChunkPages];
+      if (record_ != nullptr && entry == PageState::kEvicted) record_->set_in_swap(p, false);
       resident_ -= in_memory(entry);
       swapped_ -= entry == PageState::kEvicted;
       if (entry != PageState::kEmpty) --c.nonempty;

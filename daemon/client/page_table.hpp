@@ -13,6 +13,8 @@
 
 namespace extmem::daemon {
 
+class SwapRecord;
+
 enum class PageState : uint8_t {
   kEmpty = 0,     // a hole in the memfd: reads as zero, first touch faults to us
   kResident = 1,  // in the memfd's page cache
@@ -34,6 +36,13 @@ class PageTable {
   static constexpr uint32_t kNoCluster = UINT32_MAX;
 
   explicit PageTable(uint64_t pages);
+
+  // From now on, which pages are in swap and each chunk's cluster are also written to
+  // `record`, which outlives the daemon (see swap_record.hpp). Null: not kept.
+  void attach_record(SwapRecord* record) { record_ = record; }
+  // Marks a page in swap in the record ahead of its state: eviction does it before it
+  // punches the page out of memory, which is when the record must already say so.
+  void record_in_swap(uint64_t page, bool in_swap);
 
   uint64_t pages() const { return pages_; }
   PageState state(uint64_t page) const;
@@ -81,6 +90,7 @@ class PageTable {
   void maybe_free(uint64_t page);
 
   uint64_t pages_;
+  SwapRecord* record_ = nullptr;
   uint64_t resident_ = 0;
   uint64_t swapped_ = 0;
   uint64_t allocated_chunks_ = 0;

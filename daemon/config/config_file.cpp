@@ -123,13 +123,16 @@ class ConfigParser {
         continue;
       }
       const toml::table* table = f.node->as_table();
-      if (f.name == "daemon" || f.name == "control" || f.name == "swap" || f.name == "memory") {
+      if (f.name == "daemon" || f.name == "control" || f.name == "security" || f.name == "swap" ||
+          f.name == "memory") {
         if (table == nullptr) {
           fail(f, "bad type: %s (a table [%s])", type_name(f.node->type()), f.key.c_str());
         } else if (f.name == "daemon") {
           daemon_table(*table, &options);
         } else if (f.name == "control") {
           control_table(*table, &options);
+        } else if (f.name == "security") {
+          security_table(*table, &options);
         } else if (f.name == "swap") {
           swap_table(*table, &options);
         } else {
@@ -294,12 +297,31 @@ class ConfigParser {
     return std::nullopt;
   }
 
-  std::optional<uid_t> user(const Field& f) {
-    const std::string* name = string(f, "a user name");
+  // `expected` says what else the key takes, for errors.
+  std::optional<uid_t> user(const Field& f, const char* expected) {
+    const std::string* name = string(f, expected);
     if (name == nullptr) return std::nullopt;
     if (auto uid = look_up(*name, getpwnam_r, &passwd::pw_uid)) return uid;
-    fail(f, "unknown user '%.40s' (a user name, or uid = N)", name->c_str());
+    fail(f, "unknown user '%.40s' (%s)", name->c_str(), expected);
     return std::nullopt;
+  }
+
+  // An array whose entries `parse` reads; each is named in errors as "KEY[N]" (from 1).
+  template <typename Id, typename Parse>
+  std::vector<Id> id_list(const Field& f, const char* expected, Parse parse) {
+    std::vector<Id> ids;
+    const toml::array* array = f.node->as_array();
+    if (array == nullptr) {
+      wrong_type(f, expected);
+      return ids;
+    }
+    for (size_t i = 0; i < array->size(); ++i) {
+      const toml::node& node = *array->get(i);
+      const Field entry{f.name, f.key + "[" + std::to_string(i + 1) + "]", &node,
+                        node.source().begin.line};
+      if (std::optional<Id> id = parse(entry)) ids.push_back(*id);
+    }
+    return ids;
   }
 
   void daemon_table(const toml::table& table, Options* o) {
@@ -344,6 +366,26 @@ class ConfigParser {
         } else if (address != nullptr) {
           o->control_tcp = *address;
         }
+      } else {
+        unknown(f);
+      }
+    }
+  }
+
+  // Names are looked up now: a name that does not resolve is an error, not a rule that
+  // silently matches nobody.
+  void security_table(const toml::table& table, Options* o) {
+    for (const Field& f : fields(table, "security")) {
+      if (f.name == "allowed_users") {
+        static constexpr char kExpected[] = "an array of user names and numeric uids";
+        o->allowed_users = id_list<uid_t>(f, kExpected, [this](const Field& entry) {
+          return entry.node->is_integer() ? integer<uid_t>(entry, 0, kMaxId)
+                                          : user(entry, "a user name or a numeric uid");
+        });
+      } else if (f.name == "allowed_groups") {
+        static constexpr char kExpected[] = "an array of group names and numeric gids";
+        o->allowed_groups =
+            id_list<gid_t>(f, kExpected, [this](const Field& entry) { return group(entry); });
       } else {
         unknown(f);
       }
@@ -432,7 +474,8 @@ class ConfigParser {
         if (has_user) {
           fail(f, "both user and uid are set (one of them)");
         } else {
-          parsed.uid = f.name == "user" ? user(f) : integer<uid_t>(f, 0, kMaxId);
+          parsed.uid =
+              f.name == "user" ? user(f, "a user name, or uid = N") : integer<uid_t>(f, 0, kMaxId);
         }
         has_user = true;
       } else if (f.name == "limit") {

@@ -235,7 +235,15 @@ std::string describe_options(const Options& options) {
     text += options.swap_path;
     if (options.swap_size != 0) text += " (" + size_or_none(options.swap_size) + ")";
   }
-  return text + ", clients on " + options.socket_path;
+  text += ", clients on " + options.socket_path;
+  if (options.allowed_users.empty() && options.allowed_groups.empty()) {
+    return text + " (any local user)";
+  }
+  auto count = [](size_t n, const char* what) {
+    return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+  };
+  return text + " (root, " + count(options.allowed_users.size(), "user") + " and " +
+         count(options.allowed_groups.size(), "group") + ")";
 }
 
 }  // namespace extmem::daemon

@@ -48,6 +48,10 @@ struct Options {
   std::optional<gid_t> control_group;  // from a group name; none: the daemon's group
   std::string control_tcp;             // "host:port"; empty: no TCP listener
 
+  // [security] Who may become a client, besides root; both empty: every local user.
+  std::vector<uid_t> allowed_users;
+  std::vector<gid_t> allowed_groups;  // a member by primary or supplementary group
+
   // [swap] Swap file or block device; none: limits are not enforced.
   std::string swap_path;
   uint64_t swap_size = 0;  // create or grow a swap file to this size

@@ -97,6 +97,8 @@ void fill_client(Client& client, SwapDevice* swap, v1::ClientStats* out) {
   n->set_io_errors(c.io_errors.load());
   n->set_swap_full(c.swap_full.load());
   n->set_over_limit(c.over_limit.load());
+  n->set_prefetched_pages(c.prefetched_pages.load());
+  n->set_prefetch_hits(c.prefetch_hits.load());
   v1::Latency* latency = out->mutable_fault_latency();
   latency->set_p50_us(c.fault_latency.quantile_us(0.5));
   latency->set_p90_us(c.fault_latency.quantile_us(0.9));

@@ -2,7 +2,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -125,54 +130,228 @@ bool read_slot(Client& client, uint64_t page, SwapDevice& swap, unsigned char* b
   return false;
 }
 
-// Reads an evicted page back. A read fault maps it write-protected and keeps its swap slot,
-// so it can be evicted again with no write while it stays clean; a write fault maps it
-// writable and frees the slot.
-void restore(std::unique_lock<std::mutex>& lock, Client& client, uintptr_t addr, uint64_t page,
-             bool write, Pager& pager) {
-  make_room(lock, client, 1, pager);
-  if (client.pages.state(page) != PageState::kEvicted) {
-    wake(client, addr, kPageSize);  // restored or freed while we waited; it refaults if needed
-    return;
+// A major fault waiting for its page to be read from swap.
+struct MajorFault {
+  uintptr_t addr;
+  uint64_t page;
+  bool write;
+  uint32_t tid;
+  Clock::time_point started;
+  size_t run = SIZE_MAX;  // the read that covers its page, if any
+};
+
+// One read of evicted neighbours from swap: [first, first+pages) of one chunk, mapped
+// contiguously at addr.
+struct Run {
+  uint64_t first;
+  uint64_t pages;
+  uint32_t cluster;
+  uintptr_t addr;
+  size_t owner;  // the fault it was read for; its page is `first`
+  unsigned char* buffer = nullptr;
+  uint64_t mapped = 0;  // pages from `first` on that were mapped (and their waiters woken)
+};
+
+// The most read-ahead pages one group of faults may read beyond the faulting pages,
+// which bounds the buffer.
+constexpr uint64_t kMaxPrefetchPerGroup = 1024;
+
+// A 4096-aligned buffer of at least `pages` pages, kept per fault thread.
+unsigned char* read_buffer(uint64_t pages) {
+  struct Buffer {
+    std::unique_ptr<unsigned char, decltype(&free)> data{nullptr, &free};
+    uint64_t pages = 0;
+  };
+  static thread_local Buffer buffer;
+  if (buffer.pages < pages) {
+    buffer.data.reset(static_cast<unsigned char*>(aligned_alloc(kPageSize, pages * kPageSize)));
+    buffer.pages = buffer.data ? pages : 0;
   }
-  alignas(4096) static thread_local unsigned char buffer[kPageSize];
-  if (!read_slot(client, page, *pager.swap, buffer)) {
-    // Never hand the application zeros or stale data: the page stays evicted and the
-    // thread retries.
-    wake(client, addr, kPageSize);
-    return;
+  return buffer.data.get();
+}
+
+// Marks the pages a COPY filled resident: dirty (slot dropped) when mapped writable,
+// else clean with the slot kept, so evicting them again needs no write.
+void settle_mapped(Client& client, uint64_t first, uint64_t pages, bool dirty, Pager& pager) {
+  for (uint64_t p = first; p < first + pages; ++p) {
+    if (dirty) {
+      client.pages.set_state(p, PageState::kResident);
+      drop_slot(client, p, pager.swap);
+    } else {
+      client.pages.set_state(p, PageState::kResidentClean);
+    }
+    client.policy->on_resident(p);
   }
-  auto copied = client.uffd().copy(addr, buffer, kPageSize, write ? 0 : UFFDIO_COPY_MODE_WP);
+}
+
+// Maps pages [first, first+pages) of a run from buf, writable (dirty) or write-protected
+// (clean). Returns how many were mapped, from first on, page-exactly after a partial
+// copy; sets *gone when the process or the mapping has gone.
+uint64_t map_pages(Client& client, uintptr_t addr, uint64_t first, uint64_t pages,
+                   const unsigned char* buf, bool dirty, Pager& pager, bool* gone) {
+  auto copied =
+      client.uffd().copy_pages(addr, buf, pages * kPageSize, dirty ? 0 : UFFDIO_COPY_MODE_WP);
   if (!copied) {
     spdlog::error("client {}: {}", client.identity().pid, copied.error().message());
     client.counters().fault_errors++;
-    wake(client, addr, kPageSize);
-    return;
+    return 0;
   }
-  if (*copied == kernel::Outcome::kTargetGone) return;
-  if (*copied != kernel::Outcome::kDone) {
-    // EAGAIN: the address space is changing; the thread refaults. EEXIST would mean a
-    // page appeared in a hole only we fill: keep the swapped copy, never guess.
-    if (*copied == kernel::Outcome::kAlreadyPresent) {
-      spdlog::error("client {}: page {} appeared while evicted", client.identity().pid, page);
-      client.counters().fault_errors++;
-    }
-    wake(client, addr, kPageSize);
-    return;
+  const uint64_t mapped = copied->copied / kPageSize;
+  settle_mapped(client, first, mapped, dirty, pager);
+  if (copied->outcome == kernel::Outcome::kTargetGone) *gone = true;
+  // EEXIST on a page we hold as evicted means a page appeared in a hole only we fill:
+  // keep the swapped copy, never guess. EAGAIN: the address space is changing; the rest
+  // stays evicted and refaults.
+  if (copied->outcome == kernel::Outcome::kAlreadyPresent) {
+    spdlog::error("client {}: page {} appeared while evicted", client.identity().pid,
+                  first + mapped);
+    client.counters().fault_errors++;
   }
-  if (write) {
-    client.pages.set_state(page, PageState::kResident);
-    drop_slot(client, page, pager.swap);
-  } else {
-    client.pages.set_state(page, PageState::kResidentClean);
-  }
-  client.policy->on_resident(page);
-  client.counters().major_faults++;
-  client.counters().bytes_read += kPageSize;
+  return mapped;
 }
 
+// How many pages of `run`, from its first on, are still evicted in its cluster and mapped
+// contiguously at its address: the client's lock was released during the read.
+uint64_t still_evicted(Client& client, const Run& run) {
+  const Segment* segment = client.address_map.find(run.addr);
+  if (segment == nullptr ||
+      segment->offset + (run.addr - segment->start) != run.first * kPageSize) {
+    return 0;
+  }
+  const uint64_t segment_end = (segment->offset + segment->len) / kPageSize;
+  uint64_t n = 0;
+  while (n < run.pages && run.first + n < segment_end &&
+         client.pages.state(run.first + n) == PageState::kEvicted &&
+         client.pages.cluster(run.first + n) == run.cluster) {
+    ++n;
+  }
+  return n;
+}
+
+// Plans the read for `fault`: its page and the evicted pages after it in its chunk and
+// segment, as many as the faulting thread's read-ahead window and `spare` allow.
+Run plan_run(Client& client, const MajorFault& fault, const Segment& segment, size_t owner,
+             uint64_t* spare) {
+  const Readahead::Decision d = client.readahead.on_fault(fault.tid, fault.page);
+  client.counters().prefetch_hits += d.hits;
+  const uint64_t chunk_end = (fault.page / PageTable::kChunkPages + 1) * PageTable::kChunkPages;
+  const uint64_t segment_end = (segment.offset + segment.len) / kPageSize;
+  const uint64_t end =
+      std::min({fault.page + std::min(d.window, *spare + 1), chunk_end, segment_end});
+  uint64_t pages = 1;
+  while (fault.page + pages < end &&
+         client.pages.state(fault.page + pages) == PageState::kEvicted) {
+    ++pages;
+  }
+  *spare -= pages - 1;
+  client.readahead.on_read(fault.tid, fault.page, pages);
+  return {fault.page, pages, client.pages.cluster(fault.page), fault.addr, owner};
+}
+
+// Reads evicted pages back for a group of major faults: one read per faulting page with
+// its read-ahead, all submitted at once, and one UFFDIO_COPY per read. A read fault maps
+// its run write-protected and keeps the swap slots, so the pages can be evicted again
+// with no write while they stay clean. A write fault maps its run writable and frees the
+// slots: a thread writing its way through would otherwise take one write-protect fault
+// per read-ahead page (measured: half the throughput of sequential read-modify-write).
+// The lock is released during the reads: only this thread changes the state of this
+// client's evicted pages (its events are handled by one thread at a time), but every page
+// is checked again afterwards anyway.
+void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<MajorFault>& faults,
+             Pager& pager) {
+  make_room(lock, client, faults.size(), pager);
+  std::sort(faults.begin(), faults.end(),
+            [](const MajorFault& a, const MajorFault& b) { return a.page < b.page; });
+  uint64_t spare = kMaxPrefetchPerGroup;
+  if (const uint64_t limit = client.limit_pages(); limit != 0) {
+    const uint64_t after = client.pages.resident_pages() + faults.size();
+    spare = std::min(spare, limit > after ? limit - after : 0);
+  }
+  std::vector<Run> runs;
+  uint64_t total = 0;
+  for (size_t i = 0; i < faults.size(); ++i) {
+    MajorFault& f = faults[i];
+    if (!runs.empty() && f.page < runs.back().first + runs.back().pages) {
+      f.run = runs.size() - 1;  // another thread's read covers it
+      continue;
+    }
+    const Segment* segment = client.address_map.find(f.addr);
+    // Restored or freed while we waited for room; it refaults if it needs to.
+    if (segment == nullptr || client.pages.state(f.page) != PageState::kEvicted) continue;
+    runs.push_back(plan_run(client, f, *segment, i, &spare));
+    f.run = runs.size() - 1;
+    total += runs.back().pages;
+  }
+
+  unsigned char* buffer = read_buffer(total);
+  std::vector<kernel::IoRequest> reads;
+  reads.reserve(runs.size());
+  bool read_ok = buffer != nullptr;
+  if (read_ok && !runs.empty()) {
+    unsigned char* next = buffer;
+    for (Run& run : runs) {
+      run.buffer = next;
+      next += run.pages * kPageSize;
+      reads.push_back({pager.swap->fd(), run.buffer, static_cast<uint32_t>(run.pages * kPageSize),
+                       SwapSpace::slot_offset(run.cluster, run.first), false});
+    }
+    lock.unlock();
+    auto ran = pager.swap->run(reads);
+    lock.lock();
+    if (!ran) {
+      spdlog::error("client {}: swap I/O: {}", client.identity().pid, ran.error().message());
+      read_ok = false;
+    }
+  } else if (!read_ok) {
+    spdlog::error("client {}: no memory for a swap read buffer", client.identity().pid);
+  }
+
+  bool gone = false;
+  for (size_t r = 0; r < runs.size() && !gone; ++r) {
+    Run& run = runs[r];
+    const kernel::IoRequest* read = read_ok ? &reads[r] : nullptr;
+    if (read == nullptr || read->result != static_cast<int32_t>(read->len)) {
+      // Nothing of the run is mapped: never hand the application zeros or stale data.
+      // Its pages stay evicted and the thread retries.
+      spdlog::error("client {}: reading pages {}+{} from swap failed: {}", client.identity().pid,
+                    run.first, run.pages,
+                    read != nullptr ? strerror(read->result < 0 ? -read->result : EIO) : "no read");
+      client.counters().io_errors++;
+      continue;
+    }
+    const uint64_t valid = still_evicted(client, run);
+    if (valid == 0) continue;
+    const uint64_t mapped = map_pages(client, run.addr, run.first, valid, run.buffer,
+                                      faults[run.owner].write, pager, &gone);
+    run.mapped = mapped;
+    if (mapped == 0) continue;
+    client.counters().major_faults++;
+    client.counters().bytes_read += run.pages * kPageSize;
+    client.counters().prefetched_pages += mapped - 1;
+  }
+  if (gone) return;
+
+  const auto now = Clock::now();
+  for (const MajorFault& f : faults) {
+    // A COPY that filled the page woke its waiters; every other thread retries.
+    if (f.run == SIZE_MAX || f.page >= runs[f.run].first + runs[f.run].mapped) {
+      wake(client, f.addr, kPageSize);
+    }
+    client.counters().fault_latency.record(now - f.started);
+  }
+  // Read-ahead may have used the room the watermarks keep: start reclaim early rather
+  // than make the next fault wait for it.
+  if (const uint64_t limit = client.limit_pages();
+      limit != 0 && pager.reclaimer != nullptr &&
+      client.pages.resident_pages() > Reclaimer::high_watermark(limit)) {
+    pager.reclaimer->wake();
+  }
+}
+
+// Resolves a fault, except one on an evicted page, which is added to `majors` to be read
+// with the others of its group.
 void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uffd_msg& msg,
-                   Pager& pager) {
+                   Pager& pager, std::vector<MajorFault>* majors) {
   const auto started = Clock::now();
   const uintptr_t addr = msg.arg.pagefault.address & ~(kPageSize - 1);
   const Segment* segment = client.address_map.find(addr);
@@ -191,8 +370,9 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
       fill_first_touch(lock, client, addr, page, pager);
       break;
     case PageState::kEvicted:
-      restore(lock, client, addr, page, (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, pager);
-      break;
+      majors->push_back({addr, page, (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0,
+                         msg.arg.pagefault.feat.ptid, started});
+      return;  // its latency is recorded when it is restored
     case PageState::kEvicting:
       // The eviction ends by removing write protection, which wakes this thread.
       return;
@@ -302,10 +482,19 @@ bool restore_all(Client& client, SwapDevice* swap) {
 
 void handle_events(Client& client, std::span<const uffd_msg> events, Pager& pager) {
   std::unique_lock lock(client.mu);
-  for (const uffd_msg& msg : events) {
+  std::vector<MajorFault> majors;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const uffd_msg& msg = events[i];
     switch (msg.event) {
       case UFFD_EVENT_PAGEFAULT:
-        on_page_fault(lock, client, msg, pager);
+        on_page_fault(lock, client, msg, pager, &majors);
+        // The faults up to the next other event are one group: their reads go together.
+        // An event after them (REMOVE, UNMAP, REMAP) is handled after their restores.
+        if (!majors.empty() &&
+            (i + 1 == events.size() || events[i + 1].event != UFFD_EVENT_PAGEFAULT)) {
+          restore(lock, client, majors, pager);
+          majors.clear();
+        }
         break;
       case UFFD_EVENT_REMOVE:
         on_remove(client, msg.arg.remove.start, msg.arg.remove.end, pager);

@@ -68,6 +68,7 @@ Result<void> FaultLoop::add(const std::shared_ptr<Client>& client) {
       {client->pidfd(), Source::kPidfd, EPOLLIN | EPOLLONESHOT},
   };
   for (const Entry& e : entries) {
+    if (e.fd < 0) continue;  // a client taken back after a restart has no socket
     epoll_event ev = {};
     ev.events = e.events;
     ev.data.u64 = token(client->id(), static_cast<uint64_t>(e.source));
@@ -75,7 +76,7 @@ Result<void> FaultLoop::add(const std::shared_ptr<Client>& client) {
       Error error = Error::from_errno("epoll_ctl(add client %d)", client->identity().pid);
       for (const Entry& added : entries) {
         if (added.fd == e.fd) break;
-        epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, added.fd, nullptr);
+        if (added.fd >= 0) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, added.fd, nullptr);
       }
       return error;
     }
@@ -157,7 +158,7 @@ void FaultLoop::release(uint64_t id, const char* reason) {
   auto client = registry_.remove(id);
   if (!client) return;
   for (int fd : {client->uffd_fd(), client->socket_fd(), client->pidfd()}) {
-    epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    if (fd >= 0) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
   }
   // An application that only closed its socket (exec, or a bug) still has its arena
   // registered; hand it back to the kernel so nothing waits on a daemon that left it.

@@ -127,14 +127,9 @@ void Reclaimer::reset_access(Client& client, const std::vector<uint64_t>& addrs)
   client.counters().access_resets += addrs.size();
 }
 
-// Frees a written (or clean, or all-zero) victim's memory and records where its data is.
-// False if the page could not be freed: it then stays resident.
-bool Reclaimer::settle_evicted(Client& client, const Victim& v) {
-  auto punched = client.memfd().punch_hole(v.page * kPageSize, kPageSize);
-  if (!punched) {
-    spdlog::error("client {}: {}", client.identity().pid, punched.error().message());
-    return false;
-  }
+// Records where a written (or clean, or all-zero) victim's data is, once its memory is
+// punched out.
+void Reclaimer::settle_evicted(Client& client, const Victim& v) {
   client.counters().evictions++;
   if (v.zero) {
     client.pages.set_state(v.page, PageState::kEmpty);
@@ -148,7 +143,6 @@ bool Reclaimer::settle_evicted(Client& client, const Victim& v) {
       client.counters().bytes_written += kPageSize;
     }
   }
-  return true;
 }
 
 uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
@@ -207,37 +201,67 @@ uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
   if (!reset_addrs.empty()) reset_access(client, reset_addrs);
   if (victims.empty()) return 0;
 
+  // In arena order, neighbours become one range for each step below: one system call or
+  // one write covers a run of pages (their slots are neighbours too, see SwapSpace).
+  std::sort(victims.begin(), victims.end(),
+            [](const Victim& a, const Victim& b) { return a.page < b.page; });
+  auto follows = [&](size_t i) {
+    return i > 0 && victims[i].page == victims[i - 1].page + 1 &&
+           victims[i].addr == victims[i - 1].addr + kPageSize;
+  };
+  // Calls fn(first, end) for each run of neighbours in [0, n) that `in` selects.
+  auto for_each_run = [&](auto&& in, auto&& fn) {
+    for (size_t i = 0; i < victims.size();) {
+      if (!in(victims[i])) {
+        ++i;
+        continue;
+      }
+      size_t end = i + 1;
+      while (end < victims.size() && in(victims[end]) && follows(end)) ++end;
+      fn(i, end);
+      i = end;
+    }
+  };
+
   // Write-protect, copy out, write to the slot. Writers block on the protection until the
   // page is gone; the last step wakes them and they fault it back in.
   static constexpr size_t kAlign = 4096;
   std::unique_ptr<unsigned char, decltype(&free)> buffers(
       static_cast<unsigned char*>(aligned_alloc(kAlign, victims.size() * kPageSize)), &free);
-  std::vector<kernel::IoRequest> writes;
-  writes.reserve(victims.size());
-  for (size_t i = 0; i < victims.size(); ++i) {
-    Victim& v = victims[i];
-    if (v.clean) continue;  // already write-protected, already in its slot
-    unsigned char* buf = buffers.get() + i * kPageSize;
-    auto protected_ = client.uffd().write_protect(v.addr, kPageSize, true, false);
-    if (!protected_ || *protected_ != kernel::Outcome::kDone) {
-      spdlog::debug("client {}: page {} not evicted: write-protect {}", client.identity().pid,
-                    v.page,
-                    protected_ ? kernel::outcome_name(*protected_) : protected_.error().message());
-      v.failed = true;
-      continue;
+  auto buffer = [&](size_t i) { return buffers.get() + i * kPageSize; };
+  auto dirty = [](const Victim& v) { return !v.clean && !v.failed; };
+  for_each_run(dirty, [&](size_t first, size_t end) {
+    const uint64_t len = (end - first) * kPageSize;
+    auto protected_ = client.uffd().write_protect(victims[first].addr, len, true, false);
+    bool ok = protected_ && *protected_ == kernel::Outcome::kDone;
+    if (ok) {
+      auto n = client.memfd().read_at(buffer(first), len, victims[first].page * kPageSize);
+      ok = n && *n == len;
     }
-    auto n = client.memfd().read_at(buf, kPageSize, v.page * kPageSize);
-    if (!n || *n != kPageSize) {
-      spdlog::debug("client {}: page {} not evicted: reading it failed", client.identity().pid,
-                    v.page);
-      v.failed = true;
-      continue;
+    if (!ok) {
+      spdlog::debug("client {}: pages {}+{} not evicted: write-protect or read failed",
+                    client.identity().pid, victims[first].page, end - first);
+      for (size_t i = first; i < end; ++i) victims[i].failed = true;
+      return;
     }
     // A zero page needs no swap: it becomes a hole again and refaults as fresh memory.
-    v.zero = all_zero(buf);
-    if (v.zero) continue;
-    writes.push_back({swap_.fd(), buf, static_cast<uint32_t>(kPageSize),
-                      SwapSpace::slot_offset(v.cluster, v.page), true});
+    for (size_t i = first; i < end; ++i) victims[i].zero = all_zero(buffer(i));
+  });
+
+  // Neighbouring slots whose data lies side by side in the buffer: one write.
+  std::vector<kernel::IoRequest> writes;
+  std::vector<size_t> write_of(victims.size(), SIZE_MAX);
+  for (size_t i = 0; i < victims.size(); ++i) {
+    const Victim& v = victims[i];
+    if (v.failed || v.zero || v.clean) continue;
+    const uint64_t offset = SwapSpace::slot_offset(v.cluster, v.page);
+    if (!writes.empty() && write_of[i - 1] == writes.size() - 1 &&
+        writes.back().offset + writes.back().len == offset) {
+      writes.back().len += static_cast<uint32_t>(kPageSize);
+    } else {
+      writes.push_back({swap_.fd(), buffer(i), static_cast<uint32_t>(kPageSize), offset, true});
+    }
+    write_of[i] = writes.size() - 1;
   }
   bool io_ok = true;
   if (!writes.empty()) {
@@ -251,40 +275,74 @@ uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
   // Each page is settled under the lock, protection lifted last: a fault that restores
   // the page must come after the un-protect, or the un-protect would make a freshly
   // restored clean page writable behind our back.
-  uint64_t evicted = 0;
   std::lock_guard lock(client.mu);
-  size_t w = 0;
-  for (Victim& v : victims) {
+  for (size_t i = 0; i < victims.size(); ++i) {
+    Victim& v = victims[i];
     bool written = v.zero || v.clean;
-    if (!v.failed && !v.zero && !v.clean) {
-      const kernel::IoRequest& req = writes[w++];
-      written = io_ok && req.result == static_cast<int32_t>(kPageSize);
+    if (write_of[i] != SIZE_MAX) {
+      const kernel::IoRequest& req = writes[write_of[i]];
+      written = io_ok && req.result == static_cast<int32_t>(req.len);
       if (!written) {
         client.counters().io_errors++;
         spdlog::error("client {}: writing page {} to swap failed: {}", client.identity().pid,
-                      v.page, io_ok ? strerror(-req.result) : "ring failure");
+                      v.page,
+                      io_ok ? strerror(req.result < 0 ? -req.result : EIO) : "ring failure");
       }
     }
-    bool keep_protection = false;
+    v.failed = !written || client.pages.state(v.page) != PageState::kEvicting;
+  }
+  auto settle = [](const Victim& v) { return !v.failed; };
+  for_each_run(settle, [&](size_t first, size_t end) {
+    // A daemon that dies after the punch must still find these pages in swap.
+    for (size_t i = first; i < end; ++i) {
+      if (!victims[i].zero) client.pages.record_in_swap(victims[i].page, true);
+    }
+    auto punched =
+        client.memfd().punch_hole(victims[first].page * kPageSize, (end - first) * kPageSize);
+    if (!punched) {
+      spdlog::error("client {}: {}", client.identity().pid, punched.error().message());
+      for (size_t i = first; i < end; ++i) {
+        victims[i].failed = true;
+        client.pages.record_in_swap(victims[i].page, false);
+      }
+    }
+  });
+  uint64_t evicted = 0;
+  for (Victim& v : victims) {
     if (client.pages.state(v.page) != PageState::kEvicting) {
       drop_slot(client, v.page, &swap_);  // freed by the application meanwhile
-    } else if (written && settle_evicted(client, v)) {
+    } else if (!v.failed) {
+      settle_evicted(client, v);
       ++evicted;
     } else {
       // The page stays resident; its data never left memory.
       if (v.clean) {
         client.pages.set_state(v.page, PageState::kResidentClean);
-        keep_protection = true;  // still clean: only wake writers that waited on us
       } else {
         client.pages.set_state(v.page, PageState::kResident);
         drop_slot(client, v.page, &swap_);
       }
       client.policy->on_resident(v.page);
     }
-    auto woken = keep_protection ? client.uffd().wake(v.addr, kPageSize)
-                                 : client.uffd().write_protect(v.addr, kPageSize, false, false);
+  }
+  // A clean page that stays resident is still clean: its writers are only woken. Every
+  // other page is unprotected, which wakes its writers.
+  auto keeps_protection = [&](const Victim& v) {
+    return v.clean && client.pages.state(v.page) == PageState::kResidentClean;
+  };
+  for (const Victim& v : victims) {
+    if (!keeps_protection(v)) continue;
+    auto woken = client.uffd().wake(v.addr, kPageSize);
     if (!woken) spdlog::warn("client {}: {}", client.identity().pid, woken.error().message());
   }
+  for_each_run([&](const Victim& v) { return !keeps_protection(v); },
+               [&](size_t first, size_t end) {
+                 auto woken = client.uffd().write_protect(victims[first].addr,
+                                                          (end - first) * kPageSize, false, false);
+                 if (!woken) {
+                   spdlog::warn("client {}: {}", client.identity().pid, woken.error().message());
+                 }
+               });
   return evicted;
 }
 

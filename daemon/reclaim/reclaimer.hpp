@@ -46,7 +46,7 @@ class Reclaimer {
   };
 
   void run();
-  bool settle_evicted(Client& client, const Victim& v);
+  void settle_evicted(Client& client, const Victim& v);
   // Evicts up to a batch of pages; returns how many.
   uint64_t evict_batch(Client& client, uint64_t want);
   void reset_access(Client& client, const std::vector<uint64_t>& pages);

@@ -3,19 +3,72 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <sstream>
 
 #include "client/client.hpp"
 
 namespace extmem::daemon {
 
+namespace {
+
+template <typename Id>
+bool contains(const std::vector<Id>& ids, Id id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+}  // namespace
+
+void ClientAccess::update(const Options& options) {
+  auto lists = std::make_shared<const Lists>(Lists{options.allowed_users, options.allowed_groups});
+  std::lock_guard lock(mu_);
+  lists_ = std::move(lists);
+}
+
+Result<void> ClientAccess::check(const kernel::PeerCredentials& peer) const {
+  std::shared_ptr<const Lists> lists;
+  {
+    std::lock_guard lock(mu_);
+    lists = lists_;
+  }
+  if (peer.uid == 0 || (lists->users.empty() && lists->groups.empty())) return {};
+  if (contains(lists->users, peer.uid) || contains(lists->groups, peer.gid)) return {};
+  if (!lists->groups.empty()) {
+    auto groups = supplementary_groups(peer.pid);
+    if (!groups) return groups.error();
+    for (gid_t group : *groups) {
+      if (contains(lists->groups, group)) return {};
+    }
+  }
+  return Error::make(EPERM,
+                     "uid %u is not allowed to use extmem (security.allowed_users/allowed_groups)",
+                     peer.uid);
+}
+
+Result<std::vector<gid_t>> supplementary_groups(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/status", pid);
+  std::ifstream status(path);
+  if (!status) return Error::make(ESRCH, "cannot read %s", path);
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("Groups:", 0) != 0) continue;
+    std::istringstream numbers(line.substr(strlen("Groups:")));
+    std::vector<gid_t> groups;
+    for (gid_t group; numbers >> group;) groups.push_back(group);
+    return groups;
+  }
+  return Error::make(EIO, "no Groups: line in %s", path);
+}
+
 Result<void> check_arena_bounds(uint64_t base, uint64_t size) {
   constexpr uint64_t kUserSpaceEnd = 1ULL << 47;
-  if (size == 0 || base % kPageSize != 0 || size % kPageSize != 0) {
+  if (size == 0) return Error::make(EINVAL, "arena %#" PRIx64 "+0 is empty", base);
+  if (base % kPageSize != 0 || size % kPageSize != 0) {
     return Error::make(EINVAL, "arena %#" PRIx64 "+%#" PRIx64 " is not page aligned", base, size);
   }
   if (size > kMaxArenaSize) {
@@ -46,7 +99,13 @@ Result<void> check_arena_mapping(pid_t pid, const kernel::Memfd& memfd, uint64_t
   if (maps == nullptr) return Error::from_errno("open %s", path);
   uint64_t covered_to = base;  // [base, covered_to) is proven mapped
   char line[512];
+  bool at_line_start = true;
   while (fgets(line, sizeof(line), maps) != nullptr && covered_to < base + size) {
+    // A line longer than `line` ends with a file name, which any process chooses: read on
+    // as if it were a line, it could pass for an entry mapping the memfd over the arena.
+    const bool line_start = at_line_start;
+    at_line_start = strchr(line, '\n') != nullptr;
+    if (!line_start) continue;
     uint64_t start, end, offset, inode;
     unsigned major_no, minor_no;
     char perms[8];

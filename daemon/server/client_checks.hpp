@@ -5,13 +5,43 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
+#include "config/options.hpp"
 #include "extmem/kernel/memfd.hpp"
 #include "extmem/kernel/result.hpp"
 #include "extmem/kernel/uffd.hpp"
+#include "extmem/kernel/unix_socket.hpp"
 
 namespace extmem::daemon {
+
+// Who may become a client: security.allowed_users and allowed_groups. SIGHUP replaces the
+// lists while handshakes read them, so they are swapped whole under a lock and each check
+// reads one version.
+class ClientAccess {
+ public:
+  explicit ClientAccess(const Options& options) { update(options); }
+  void update(const Options& options);
+  // Root always; everyone while both lists are empty; otherwise a listed uid, or a listed
+  // group as the peer's primary group or one of the supplementary groups of its process
+  // (read from /proc, so the caller must check afterwards that peer.pid has not exited).
+  // EPERM, with a message naming the uid and the keys, for anyone else.
+  Result<void> check(const kernel::PeerCredentials& peer) const;
+
+ private:
+  struct Lists {
+    std::vector<uid_t> users;
+    std::vector<gid_t> groups;
+  };
+  mutable std::mutex mu_;
+  std::shared_ptr<const Lists> lists_;
+};
+
+// The supplementary groups of process `pid` (the Groups: line of /proc/PID/status).
+Result<std::vector<gid_t>> supplementary_groups(pid_t pid);
 
 // The largest arena a client may register.
 inline constexpr uint64_t kMaxArenaSize = 64ULL << 40;

@@ -14,6 +14,7 @@
 #include "extmem/kernel/unix_socket.hpp"
 #include "extmem/units.hpp"
 #include "extmem/wire.hpp"
+#include "recovery/recovery.hpp"
 #include "server/client_checks.hpp"
 
 namespace extmem::daemon {
@@ -47,6 +48,12 @@ void send_reply(int fd, int status, uint32_t flags, uint64_t value, const std::s
   if (!sent) spdlog::debug("reply to client: {}", sent.error().message());
 }
 
+// Whether the peer closed the connection (or shut it down for writing).
+bool peer_hung_up(int fd) {
+  pollfd p = {fd, POLLRDHUP, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP)) != 0;
+}
+
 // Receives one message of type `expected` with exactly `fd_count` descriptors.
 Result<size_t> receive(int fd, wire::MsgType expected, std::byte* frame,
                        std::span<kernel::UniqueFd> fds, size_t fd_count) {
@@ -55,7 +62,11 @@ Result<size_t> receive(int fd, wire::MsgType expected, std::byte* frame,
     if (got.error().code() == EAGAIN) return Error::make(ETIMEDOUT, "handshake timed out");
     return got.error();
   }
-  if (got->bytes == 0) return Error::make(ECONNRESET, "client closed the connection");
+  // recvmsg returns 0 at the end of the connection and for an empty message alike; the
+  // latter is reported as what it is (truncated) below.
+  if (got->bytes == 0 && peer_hung_up(fd)) {
+    return Error::make(ECONNRESET, "client closed the connection");
+  }
   if (got->data_truncated)
     return Error::make(EMSGSIZE, "%s", wire::describe(wire::DecodeError::kOversized));
   wire::FrameHeader header;
@@ -76,9 +87,10 @@ Result<size_t> receive(int fd, wire::MsgType expected, std::byte* frame,
 
 }  // namespace
 
-Server::Server(const Options& options, ClientRegistry& registry, Governor& governor,
-               FaultLoop& fault_loop, SwapDevice* swap)
+Server::Server(const Options& options, const ClientAccess& access, ClientRegistry& registry,
+               Governor& governor, FaultLoop& fault_loop, SwapDevice* swap)
     : options_(options),
+      access_(access),
       registry_(registry),
       governor_(governor),
       fault_loop_(fault_loop),
@@ -164,6 +176,12 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
   kernel::UniqueFd fds[kernel::kMaxPassedFds];
   auto len = receive(fd, wire::MsgType::kHello, frame, fds, 0);
   if (!len) return len.error();
+  // Before anything is lent or read on the peer's behalf, but after its hello: closing with
+  // the hello unread would reset the connection, and the client would never see why. The
+  // check reads /proc/PID, so the peer must still be alive after it, or its pid might name
+  // another process by now.
+  if (auto allowed = access_.check(*creds); !allowed) return allowed.error();
+  if (pidfd->exited()) return Error::make(ECONNRESET, "client exited during the handshake");
   wire::Hello hello;
   if (auto e = wire::decode(frame + wire::kHeaderSize, *len, &hello); e != wire::DecodeError::kOk) {
     return Error::make(EPROTO, "hello: %s", wire::describe(e));
@@ -215,7 +233,14 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
                        "UFFDIO_API failed (a userfaultfd must be handed over uninitialized)");
   }
   auto ioctls = uffd->register_range(reg.arena_base, reg.arena_size, kRegisterModes);
-  if (!ioctls) return ioctls.error();
+  if (!ioctls) {
+    // The peer maps the arena (checked above), so the userfaultfd is not the peer's own
+    // (its process does not map the arena), or the arena is registered already.
+    return Error::make(ioctls.error().code(),
+                       "the userfaultfd cannot register the arena (%s): another process's "
+                       "userfaultfd, or an arena registered already?",
+                       ioctls.error().context());
+  }
   if (auto c = check_uffd_controls_arena(*uffd, *memfd, reg.arena_base); !c) return c.error();
 
   ClientIdentity identity{creds->pid, creds->uid, creds->gid, exe};
@@ -224,6 +249,11 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
                                          std::move(*pidfd), std::move(*uffd), std::move(*memfd),
                                          reg.arena_base, reg.arena_size, std::move(assigned.terms),
                                          std::move(policy), swap_);
+  if (swap_ != nullptr) {
+    auto record = create_swap_record(*client, *swap_, assigned.policy);
+    if (!record) return record.error();
+    client->attach_record(std::move(*record));
+  }
   // Page 0 holds the registration nonce; it stays resident (never offered to the policy).
   client->pages.set_state(0, PageState::kResident);
   if (hello.dram_limit != 0 && swap_ == nullptr) {

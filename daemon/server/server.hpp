@@ -14,13 +14,15 @@
 #include "extmem/kernel/fd.hpp"
 #include "extmem/kernel/result.hpp"
 #include "fault/fault_loop.hpp"
+#include "server/client_checks.hpp"
 
 namespace extmem::daemon {
 
 class Server {
  public:
-  Server(const Options& options, ClientRegistry& registry, Governor& governor,
-         FaultLoop& fault_loop, SwapDevice* swap);
+  // `access` is read at every handshake; its owner may update it at any time.
+  Server(const Options& options, const ClientAccess& access, ClientRegistry& registry,
+         Governor& governor, FaultLoop& fault_loop, SwapDevice* swap);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -36,6 +38,7 @@ class Server {
   Result<std::shared_ptr<Client>> register_client(int connection, kernel::UniqueFd& owned);
 
   const Options& options_;
+  const ClientAccess& access_;
   ClientRegistry& registry_;
   Governor& governor_;
   FaultLoop& fault_loop_;

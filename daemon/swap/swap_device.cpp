@@ -23,6 +23,11 @@ uint32_t SwapDevice::allocate_cluster(uint64_t owner) {
   return space_.allocate(owner);
 }
 
+bool SwapDevice::claim_cluster(uint32_t cluster, uint64_t owner) {
+  std::lock_guard lock(mu_);
+  return space_.claim(cluster, owner);
+}
+
 void SwapDevice::release_cluster(uint32_t cluster) {
   std::lock_guard lock(mu_);
   space_.release(cluster);

@@ -25,6 +25,7 @@ class SwapDevice {
 
   // A cluster for `owner`, or SwapSpace::kNoCluster when the device is full.
   uint32_t allocate_cluster(uint64_t owner);
+  bool claim_cluster(uint32_t cluster, uint64_t owner);
   void release_cluster(uint32_t cluster);
   size_t release_all(uint64_t owner);
   uint64_t clusters_used();

@@ -83,16 +83,25 @@ uint32_t SwapSpace::allocate(uint64_t owner) {
   // used_ < clusters_, so there is one.
   if (cluster == BitTree::kNone) cluster = free_.first();
 
+  take(static_cast<uint32_t>(cluster), owner, state);
+  return static_cast<uint32_t>(cluster);
+}
+
+bool SwapSpace::claim(uint32_t cluster, uint64_t owner) {
+  if (cluster >= clusters_ || !free_.test(cluster)) return false;
+  take(cluster, owner, owners_[owner]);
+  return true;
+}
+
+void SwapSpace::take(uint32_t cluster, uint64_t owner, Owner& state) {
   free_.clear(cluster);
   empty_regions_.clear(cluster / kRegionClusters);
   owner_of_[cluster] = owner;
   ++used_;
-  auto c = static_cast<uint32_t>(cluster);
   ++state.clusters;
-  state.last = c;
-  state.low = std::min(state.low, c);
-  state.high = std::max(state.high, c);
-  return c;
+  state.last = cluster;
+  state.low = std::min(state.low, cluster);
+  state.high = std::max(state.high, cluster);
 }
 
 void SwapSpace::give_back(uint32_t cluster) {

@@ -31,6 +31,9 @@ class SwapSpace {
 
   // A free cluster charged to `owner` (a client id), or kNoCluster when full.
   uint32_t allocate(uint64_t owner);
+  // Charges a specific free cluster to `owner` (a restarted daemon taking back the
+  // clusters its clients' pages are in). False if it is out of range or not free.
+  bool claim(uint32_t cluster, uint64_t owner);
   // Frees a cluster. Returns false, changing nothing, if it was not allocated (a double
   // release or a bad number: a bug in the caller, which should report it).
   bool release(uint32_t cluster);
@@ -76,6 +79,7 @@ class SwapSpace {
   static constexpr uint32_t kRegionClusters = 64;  // one word of free_
 
   uint64_t region_mask(uint64_t region) const;
+  void take(uint32_t cluster, uint64_t owner, Owner& state);
   void give_back(uint32_t cluster);
 
   uint64_t clusters_;

@@ -71,6 +71,28 @@ Result<void> Memfd::punch_hole(uint64_t offset, uint64_t len) noexcept {
   return {};
 }
 
+namespace {
+
+Result<uint64_t> seek(int fd, uint64_t offset, int whence, const char* what) noexcept {
+  off_t at = lseek(fd, static_cast<off_t>(offset), whence);
+  if (at >= 0) return static_cast<uint64_t>(at);
+  if (errno != ENXIO) return Error::from_errno("lseek(memfd, %s)", what);
+  // ENXIO: nothing of that kind at or after `offset`.
+  struct stat st;
+  if (fstat(fd, &st) != 0) return Error::from_errno("fstat(memfd)");
+  return static_cast<uint64_t>(st.st_size);
+}
+
+}  // namespace
+
+Result<uint64_t> Memfd::next_data(uint64_t offset) const noexcept {
+  return seek(fd(), offset, SEEK_DATA, "SEEK_DATA");
+}
+
+Result<uint64_t> Memfd::next_hole(uint64_t offset) const noexcept {
+  return seek(fd(), offset, SEEK_HOLE, "SEEK_HOLE");
+}
+
 Result<size_t> Memfd::read_at(void* buf, size_t len, uint64_t offset) const noexcept {
   ssize_t n = pread(fd(), buf, len, static_cast<off_t>(offset));
   if (n < 0) return Error::from_errno("pread(memfd, %#lx)", static_cast<unsigned long>(offset));

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -114,12 +115,25 @@ Result<Outcome> Userfaultfd::unregister_range(uintptr_t start, size_t len) noexc
 
 Result<Outcome> Userfaultfd::copy(uintptr_t dst, const void* src, size_t len,
                                   uint64_t mode) noexcept {
+  auto copied = copy_pages(dst, src, len, mode);
+  if (!copied) return copied.error();
+  return copied->outcome;
+}
+
+Result<CopyResult> Userfaultfd::copy_pages(uintptr_t dst, const void* src, size_t len,
+                                           uint64_t mode) noexcept {
   uffdio_copy arg = {};
   arg.dst = dst;
   arg.src = reinterpret_cast<uintptr_t>(src);
   arg.len = len;
   arg.mode = mode;
-  return resolve_ioctl(fd(), UFFDIO_COPY, &arg, "UFFDIO_COPY", dst);
+  if (ioctl(fd(), UFFDIO_COPY, &arg) == 0) return CopyResult{Outcome::kDone, len};
+  // A partial copy fails with EAGAIN and leaves the bytes copied in `copy`; a copy that
+  // filled nothing leaves -errno there.
+  if (arg.copy > 0) return CopyResult{Outcome::kRetry, static_cast<size_t>(arg.copy)};
+  Outcome outcome;
+  if (triage_errno(errno, &outcome)) return CopyResult{outcome, 0};
+  return Error::from_errno("UFFDIO_COPY at %#lx", static_cast<unsigned long>(dst));
 }
 
 Result<Outcome> Userfaultfd::continue_range(uintptr_t start, size_t len, uint64_t mode) noexcept {
@@ -144,7 +158,16 @@ Result<Outcome> Userfaultfd::wake(uintptr_t start, size_t len) noexcept {
 }
 
 Result<size_t> Userfaultfd::read_events(std::span<uffd_msg> out) noexcept {
-  ssize_t n = ::read(fd(), out.data(), out.size_bytes());
+  // Never waits, whatever the descriptor's O_NONBLOCK: the flags are shared with the
+  // client, which could clear it and then hold the reading fault thread until its next
+  // fault. RWF_NOWAIT ignores them; kernels whose userfaultfd does not take it (before
+  // read_iter) fail it with EOPNOTSUPP, and O_NONBLOCK is set again before a plain read.
+  iovec iov = {out.data(), out.size_bytes()};
+  ssize_t n = preadv2(fd(), &iov, 1, -1, RWF_NOWAIT);
+  if (n < 0 && errno == EOPNOTSUPP) {
+    fcntl(fd(), F_SETFL, O_NONBLOCK);
+    n = ::read(fd(), out.data(), out.size_bytes());
+  }
   if (n < 0) {
     if (errno == EAGAIN || errno == EINTR) return size_t{0};
     return Error::from_errno("read(userfaultfd)");

@@ -3,7 +3,10 @@
 // data, with or without extmem.
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -14,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
@@ -325,13 +329,166 @@ int evicted_io(const Args& a) {
   return 0;
 }
 
+// True when `p` lies in a shared mapping: the shim's arena (private anonymous memory is
+// what this program maps itself).
+bool in_shared_mapping(const void* p) {
+  std::ifstream maps("/proc/self/maps");
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  for (std::string line; std::getline(maps, line);) {
+    uintptr_t start = 0, end = 0;
+    char perms[5] = {};
+    if (sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR " %4s", &start, &end, perms) == 3 &&
+        address >= start && address < end) {
+      return perms[3] == 's';
+    }
+  }
+  return false;
+}
+
+int wait_child(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) die("waitpid: %s", strerror(errno));
+  }
+  return status;
+}
+
+void expect_exit_0(const char* what, int status) {
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    die("%s: expected exit 0, got %s %d", what, WIFEXITED(status) ? "exit" : "signal",
+        WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  }
+}
+
+// In a forked child: new memory of its own, written and checked; exits 1 on a mismatch.
+[[noreturn]] void use_own_memory() {
+  size_t bad = 0;
+  for (size_t len : {size_t{64} << 10, size_t{1} << 20, size_t{8} << 20}) {
+    auto* p = static_cast<char*>(malloc(len));
+    if (p == nullptr) _exit(2);
+    fill(p, len, 11);
+    bad += verify(p, len, 11);
+    free(p);
+  }
+  char* mapped = map(4 * kMiB);
+  fill(mapped, 4 * kMiB, 12);
+  bad += verify(mapped, 4 * kMiB, 12);
+  _exit(bad == 0 ? 0 : 1);
+}
+
+// Worker threads keep reading (checking) and writing their own pages of a buffer four times
+// the limit, so pages are evicted and restored all along, while the main thread forks in
+// turn: a child using only memory of its own, fork+exec and posix_spawn of /bin/true, and a
+// child touching the parent's managed buffer, which must die by SIGSEGV (the arena is
+// MADV_DONTFORK) without changing it.
+int fork_while_paging(const Args& a) {
+  const size_t len = a.mib * kMiB;
+  const size_t pages = len / kPage;
+  char* buf = map(len);
+  const bool managed = in_shared_mapping(buf);
+  std::vector<uint64_t> versions(pages, 0);
+  std::atomic<uint64_t> mismatches{0}, reads{0}, writes{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> workers;
+  for (unsigned t = 0; t < a.threads; ++t) {
+    workers.emplace_back([&, t] {
+      std::mt19937_64 rng(t * 104729 + 3);
+      const size_t mine = (pages - t + a.threads - 1) / a.threads;
+      while (!stop.load()) {
+        const uint64_t page = (rng() % mine) * a.threads + t;
+        auto* w = reinterpret_cast<uint64_t*>(buf + page * kPage);
+        if (size_t bad = check_page(w, page, versions[page]); bad != 0) {
+          if (mismatches.fetch_add(bad) == 0) {
+            fprintf(stderr, "page %" PRIu64 " (version %" PRIu64 "): %zu words wrong\n", page,
+                    versions[page], bad);
+          }
+        }
+        reads.fetch_add(1, std::memory_order_relaxed);
+        if (rng() & 1) {
+          write_page(w, page, ++versions[page]);
+          writes.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+    });
+  }
+
+  char true_path[] = "/bin/true";
+  char* const true_argv[] = {true_path, nullptr};
+  uint64_t own = 0, execs = 0, spawns = 0, touchers = 0;
+  std::mt19937_64 rng(7);
+  fflush(stdout);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(a.seconds);
+  for (unsigned round = 0; std::chrono::steady_clock::now() < deadline; ++round) {
+    // Paced, so that the workers' paging dominates and the exec'd children (clients
+    // themselves, under LD_PRELOAD) do not flood the daemon.
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (round % 4 == 0) {
+      const pid_t pid = fork();
+      if (pid < 0) die("fork: %s", strerror(errno));
+      if (pid == 0) use_own_memory();
+      expect_exit_0("child using its own memory", wait_child(pid));
+      ++own;
+    } else if (round % 4 == 1) {
+      const pid_t pid = fork();
+      if (pid < 0) die("fork: %s", strerror(errno));
+      if (pid == 0) {
+        execv(true_path, true_argv);
+        _exit(127);
+      }
+      expect_exit_0("fork+exec of /bin/true", wait_child(pid));
+      ++execs;
+    } else if (round % 4 == 2) {
+      pid_t pid = 0;
+      if (const int err = posix_spawn(&pid, true_path, nullptr, nullptr, true_argv, environ)) {
+        die("posix_spawn: %s", strerror(err));
+      }
+      expect_exit_0("posix_spawn of /bin/true", wait_child(pid));
+      ++spawns;
+    } else {
+      const uint64_t page = rng() % pages;
+      const bool write = round % 8 == 3;
+      const pid_t pid = fork();
+      if (pid < 0) die("fork: %s", strerror(errno));
+      if (pid == 0) {
+        const struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        signal(SIGSEGV, SIG_DFL);
+        auto* w = reinterpret_cast<volatile uint64_t*>(buf + page * kPage);
+        if (write) {
+          for (size_t j = 0; j < kWords; ++j) w[j] = ~uint64_t{0};
+        }
+        _exit(w[0] == page || w[0] == 0 ? 0 : 1);
+      }
+      const int status = wait_child(pid);
+      if (managed && !(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV)) {
+        die("a child %s the parent's managed page %" PRIu64 " did not die by SIGSEGV",
+            write ? "writing" : "reading", page);
+      }
+      if (!managed) expect_exit_0("a child touching its copy of the buffer", status);
+      ++touchers;
+    }
+  }
+  stop.store(true);
+  for (auto& t : workers) t.join();
+  for (uint64_t page = 0; page < pages; ++page) {
+    mismatches += check_page(reinterpret_cast<uint64_t*>(buf + page * kPage), page, versions[page]);
+  }
+  printf("fork-while-paging %s: %" PRIu64 " MiB %s, children: %" PRIu64 " own-memory, %" PRIu64
+         " fork+exec, %" PRIu64 " posix_spawn, %" PRIu64 " touchers %s; reads %" PRIu64
+         ", writes %" PRIu64 ", mismatches %" PRIu64 "\n",
+         mismatches ? "FAILED" : "ok", a.mib, managed ? "managed" : "unmanaged", own, execs, spawns,
+         touchers, managed ? "killed by SIGSEGV" : "exited", reads.load(), writes.load(),
+         mismatches.load());
+  return mismatches ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
     fputs(
-        "usage: extmem-paging integrity|hammer|steps|evicted-io [--mib N] [--threads T] "
-        "[--seconds S]\n",
+        "usage: extmem-paging integrity|hammer|steps|evicted-io|fork-while-paging [--mib N] "
+        "[--threads T] [--seconds S]\n",
         stderr);
     return 2;
   }
@@ -341,5 +498,6 @@ int main(int argc, char** argv) {
   if (cmd == "hammer") return hammer(a);
   if (cmd == "steps") return steps(a);
   if (cmd == "evicted-io") return evicted_io(a);
+  if (cmd == "fork-while-paging") return fork_while_paging(a);
   die("unknown command %s", cmd.c_str());
 }

@@ -146,6 +146,13 @@ int Daemon::stop() {
   return status;
 }
 
+void Daemon::crash() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
 std::string Daemon::log() const {
   return read_file(log_path_);
 }
@@ -184,8 +191,8 @@ Started start_process(const ScratchDir& dir, const std::vector<std::string>& arg
     int err = open(started.err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
     dup2(out, STDOUT_FILENO);
     dup2(err, STDERR_FILENO);
-    if (options.as_nobody &&
-        (setgroups(0, nullptr) != 0 || setgid(kNobody) != 0 || setuid(kNobody) != 0)) {
+    if (options.as_nobody && (setgroups(options.groups.size(), options.groups.data()) != 0 ||
+                              setgid(kNobody) != 0 || setuid(kNobody) != 0)) {
       _exit(126);
     }
     if (chdir(dir.path().c_str()) != 0) _exit(126);

@@ -37,6 +37,7 @@ struct ClientOptions {
   std::map<std::string, std::string> env;  // added to (or replacing) the test's environment
   bool preload_shim = true;
   bool as_nobody = false;
+  std::vector<gid_t> groups;  // the supplementary groups of an as_nobody process
   std::chrono::seconds timeout{300};
 };
 
@@ -69,6 +70,8 @@ class Daemon {
   std::string stats() const;
   // Sends SIGTERM and waits; returns the exit status.
   int stop();
+  // SIGKILL, as a crash would: nothing of the daemon runs after it.
+  void crash();
 
  private:
   pid_t pid_ = -1;

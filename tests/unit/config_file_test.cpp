@@ -525,5 +525,50 @@ limit = "1G"
               ElementsAre("daemon.socket", "control.group", "swap.path"));
 }
 
+// [security]: users and groups by name (looked up at load) or number; both lists may be
+// changed by a reload.
+TEST(ConfigFileTest, SecurityAllowLists) {
+  const Options o = ParseOk(R"([security]
+allowed_users = ["root", 1000, "nobody"]
+allowed_groups = ["root", 4321, "5000"]
+)");
+  EXPECT_THAT(o.allowed_users, ElementsAre(uid_t{0}, uid_t{1000}, UidOf("nobody")));
+  EXPECT_THAT(o.allowed_groups, ElementsAre(gid_t{0}, gid_t{4321}, gid_t{5000}));
+  EXPECT_THAT(describe_options(o), HasSubstr("(root, 3 users and 3 groups)"));
+
+  const Options none = ParseOk("[security]\nallowed_users = []\n");
+  EXPECT_TRUE(none.allowed_users.empty());
+  EXPECT_TRUE(none.allowed_groups.empty());
+  EXPECT_THAT(describe_options(none), HasSubstr("(any local user)"));
+  EXPECT_TRUE(ParseOk("").allowed_users.empty());
+
+  Options reloaded = none;
+  reloaded.allowed_users = {1000};
+  reloaded.allowed_groups = {0};
+  EXPECT_TRUE(restart_required_changes(none, reloaded).empty());
+}
+
+TEST(ConfigFileTest, SecurityErrorsNameTheEntry) {
+  ExpectError("[security]\nallowed_users = [\"root\", \"extmem-no-such-user\"]\n", 2,
+              "security.allowed_users[2]: unknown user 'extmem-no-such-user' (a user name or a "
+              "numeric uid)");
+  ExpectError("[security]\nallowed_groups = [\n  \"root\",\n  \"extmem-no-such-group\",\n]\n", 4,
+              "security.allowed_groups[2]: unknown group 'extmem-no-such-group' (a group name "
+              "or a numeric gid)");
+  ExpectError("[security]\nallowed_users = \"root\"\n", 2,
+              "security.allowed_users: bad type: a string (an array of user names and numeric "
+              "uids)");
+  ExpectError("[security]\nallowed_groups = 0\n", 2,
+              "security.allowed_groups: bad type: an integer (an array of group names and "
+              "numeric gids)");
+  ExpectError("[security]\nallowed_users = [true]\n", 2,
+              "security.allowed_users[1]: bad type: a boolean (a user name or a numeric uid)");
+  ExpectError("[security]\nallowed_users = [-1]\n", 2,
+              "security.allowed_users[1]: -1 is out of range");
+  ExpectError("[security]\nallowed_users = [1.5]\n", 2, "security.allowed_users[1]: bad type");
+  ExpectError("[security]\nallowed_user = [\"root\"]\n", 2, "security.allowed_user: unknown key");
+  ExpectError("security = [\"root\"]\n", 1, "security: bad type: an array (a table [security])");
+}
+
 }  // namespace
 }  // namespace extmem::daemon

@@ -1,7 +1,11 @@
 // UniqueFd: an owned file descriptor.
 #pragma once
 
+#include <sys/types.h>
+
 #include <utility>
+
+#include "extmem/kernel/result.hpp"
 
 namespace extmem::kernel {
 
@@ -27,5 +31,8 @@ class UniqueFd {
  private:
   int fd_ = -1;
 };
+
+// The (device, inode) of the file `fd` refers to.
+Result<void> file_identity(int fd, dev_t* dev, ino_t* ino) noexcept;
 
 }  // namespace extmem::kernel

@@ -26,6 +26,15 @@ enum class Outcome {
   kTargetGone,      // ESRCH/ENOENT: the process or the mapping is gone
 };
 
+// How far a UFFDIO_COPY of several pages got: the kernel copies page by page and stops
+// at the first page it cannot fill.
+struct CopyResult {
+  // kDone when all of it was copied. After a partial copy kRetry: the kernel does not
+  // say why the next page failed.
+  Outcome outcome;
+  size_t copied;  // bytes from dst on that were filled (and their waiters woken)
+};
+
 // The triaged outcome of errno `err`, or false when it is a real failure.
 bool triage_errno(int err, Outcome* outcome) noexcept;
 const char* outcome_name(Outcome outcome) noexcept;
@@ -50,6 +59,8 @@ class Userfaultfd {
   Result<Outcome> unregister_range(uintptr_t start, size_t len) noexcept;
   // UFFDIO_COPY: fills [dst, dst+len) from src and wakes waiters unless DONTWAKE.
   Result<Outcome> copy(uintptr_t dst, const void* src, size_t len, uint64_t mode) noexcept;
+  // UFFDIO_COPY of several pages, reporting how many were filled when not all were.
+  Result<CopyResult> copy_pages(uintptr_t dst, const void* src, size_t len, uint64_t mode) noexcept;
   // UFFDIO_CONTINUE: maps pages already in the page cache.
   Result<Outcome> continue_range(uintptr_t start, size_t len, uint64_t mode) noexcept;
   Result<Outcome> write_protect(uintptr_t start, size_t len, bool protect, bool dont_wake) noexcept;
