@@ -67,6 +67,13 @@ Result<void> Daemon::run() {
     auto swap = SwapDevice::open(options_.swap_path, options_.swap_size);
     if (!swap) return swap.error();
     swap_ = std::move(*swap);
+    if (const char* fail = getenv("EXTMEMD_TEST_FAIL_SWAP"); fail != nullptr) {
+      const std::string which = fail;
+      swap_->inject_failures(which == "read"    ? SwapDevice::Injected::kReads
+                             : which == "write" ? SwapDevice::Injected::kWrites
+                                                : SwapDevice::Injected::kNone);
+      spdlog::warn("EXTMEMD_TEST_FAIL_SWAP={}: every swap {} fails (a test setting)", which, which);
+    }
   }
   governor_ = std::make_unique<Governor>(registry_, swap_ != nullptr);
   governor_->configure(options_);
@@ -87,7 +94,7 @@ Result<void> Daemon::run() {
   }
   fault_loop_ = std::make_unique<FaultLoop>(registry_, options_.fault_threads, pager);
   server_ = std::make_unique<Server>(options_, client_access_, registry_, *governor_, *fault_loop_,
-                                     swap_.get());
+                                     swap_.get(), caps_.uffd_features);
   control_ = std::make_unique<ControlServer>(ControlContext{
       registry_, *governor_, swap_.get(), reclaimer_.get(), caps_, options_, version_, started});
   if (auto started_loop = fault_loop_->start(); !started_loop) return started_loop;

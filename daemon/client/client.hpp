@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "client/address_map.hpp"
 #include "client/latency.hpp"
@@ -59,6 +60,9 @@ struct ClientCounters {
   std::atomic<uint64_t> over_limit{0};  // faults served above the limit
   // Read-ahead: pages mapped with a major fault's page, and those of them the faulting
   // thread walked over (its next major fault continued after them).
+  // Pages whose swap copy could not be read after kReadAttempts tries: the application
+  // gets SIGBUS on them, never wrong data.
+  std::atomic<uint64_t> poisoned_pages{0};
   std::atomic<uint64_t> prefetched_pages{0};
   std::atomic<uint64_t> prefetch_hits{0};
   LatencyHistogram fault_latency;
@@ -144,6 +148,8 @@ class Client {
   SequentialDetector sequential;
   Readahead readahead;
   std::unique_ptr<Policy> policy;
+  // Failed swap reads per evicted page, until it is read or poisoned.
+  std::unordered_map<uint64_t, uint32_t> read_failures;
   // Signalled when reclaim freed memory for this client.
   std::condition_variable room;
 

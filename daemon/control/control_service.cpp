@@ -99,6 +99,7 @@ void fill_client(Client& client, SwapDevice* swap, v1::ClientStats* out) {
   n->set_over_limit(c.over_limit.load());
   n->set_prefetched_pages(c.prefetched_pages.load());
   n->set_prefetch_hits(c.prefetch_hits.load());
+  n->set_poisoned_pages(c.poisoned_pages.load());
   v1::Latency* latency = out->mutable_fault_latency();
   latency->set_p50_us(c.fault_latency.quantile_us(0.5));
   latency->set_p90_us(c.fault_latency.quantile_us(0.9));
@@ -132,6 +133,8 @@ void ControlService::fill_status(v1::GetStatusResponse* out, bool with_capabilit
     out->set_swap_size_bytes(ctx_.swap->size());
     out->set_swap_used_bytes(ctx_.swap->clusters_used() * SwapSpace::kClusterBytes);
     out->set_swap_full(ctx_.reclaimer != nullptr && ctx_.reclaimer->swap_full());
+    out->set_swap_degraded(ctx_.swap->degraded());
+    out->set_swap_io_errors(ctx_.swap->io_errors());
   }
   if (with_capabilities) {
     for (const auto& cap : ctx_.caps.items) {

@@ -46,8 +46,8 @@ void make_room(std::unique_lock<std::mutex>& lock, Client& client, uint64_t page
   for (uint64_t now_limit = limit;
        now_limit != 0 && client.pages.resident_pages() + pages > now_limit;
        now_limit = client.limit_pages()) {
-    if (pager.reclaimer->swap_full() || Clock::now() >= deadline) {
-      if (client.counters().over_limit++ % 1000 == 0 && !pager.reclaimer->swap_full()) {
+    if (pager.reclaimer->cannot_evict() || Clock::now() >= deadline) {
+      if (client.counters().over_limit++ % 1000 == 0 && !pager.reclaimer->cannot_evict()) {
         spdlog::warn("client {}: reclaim made no room in {} s; serving faults over the limit",
                      client.identity().pid,
                      std::chrono::duration_cast<std::chrono::seconds>(kRoomTimeout).count());
@@ -127,6 +127,7 @@ bool read_slot(Client& client, uint64_t page, SwapDevice& swap, unsigned char* b
   spdlog::error("client {}: reading page {} from swap failed: {}", client.identity().pid, page,
                 ran ? strerror(-read.result) : ran.error().message());
   client.counters().io_errors++;
+  swap.note_io_error();
   return false;
 }
 
@@ -139,6 +140,28 @@ struct MajorFault {
   Clock::time_point started;
   size_t run = SIZE_MAX;  // the read that covers its page, if any
 };
+
+// A page whose swap copy keeps failing to read is poisoned: the application gets SIGBUS
+// when it touches it, as with the kernel's unreadable swap, and never zeros or stale
+// data. A few retries first, since an I/O error may be transient. The page stays
+// evicted, so freeing it (REMOVE) still returns its slot.
+constexpr uint32_t kReadAttempts = 3;
+
+void give_up_after_retries(Client& client, const MajorFault& fault) {
+  if (++client.read_failures[fault.page] < kReadAttempts) return;
+  client.read_failures.erase(fault.page);
+  auto poisoned = client.uffd().poison(fault.addr, kPageSize);
+  if (!poisoned || *poisoned != kernel::Outcome::kDone) {
+    spdlog::error("client {}: poisoning page {}: {}", client.identity().pid, fault.page,
+                  poisoned ? kernel::outcome_name(*poisoned) : poisoned.error().message());
+    return;
+  }
+  client.counters().poisoned_pages++;
+  spdlog::critical(
+      "client {}: page {} at {:#x} could not be read from swap in {} tries; it is poisoned "
+      "(the application gets SIGBUS if it touches it)",
+      client.identity().pid, fault.page, fault.addr, kReadAttempts);
+}
 
 // One read of evicted neighbours from swap: [first, first+pages) of one chunk, mapped
 // contiguously at addr.
@@ -317,6 +340,8 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
                     run.first, run.pages,
                     read != nullptr ? strerror(read->result < 0 ? -read->result : EIO) : "no read");
       client.counters().io_errors++;
+      pager.swap->note_io_error();
+      if (read != nullptr) give_up_after_retries(client, faults[run.owner]);
       continue;
     }
     const uint64_t valid = still_evicted(client, run);
@@ -325,6 +350,11 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
                                       faults[run.owner].write, pager, &gone);
     run.mapped = mapped;
     if (mapped == 0) continue;
+    if (!client.read_failures.empty()) {
+      for (uint64_t page = run.first; page < run.first + mapped; ++page) {
+        client.read_failures.erase(page);
+      }
+    }
     client.counters().major_faults++;
     client.counters().bytes_read += run.pages * kPageSize;
     client.counters().prefetched_pages += mapped - 1;

@@ -276,20 +276,36 @@ uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
   // the page must come after the un-protect, or the un-protect would make a freshly
   // restored clean page writable behind our back.
   std::lock_guard lock(client.mu);
+  uint64_t write_failures = 0, writes_done = 0;
+  int write_error = EIO;
   for (size_t i = 0; i < victims.size(); ++i) {
     Victim& v = victims[i];
     bool written = v.zero || v.clean;
     if (write_of[i] != SIZE_MAX) {
       const kernel::IoRequest& req = writes[write_of[i]];
       written = io_ok && req.result == static_cast<int32_t>(req.len);
-      if (!written) {
-        client.counters().io_errors++;
-        spdlog::error("client {}: writing page {} to swap failed: {}", client.identity().pid,
-                      v.page,
-                      io_ok ? strerror(req.result < 0 ? -req.result : EIO) : "ring failure");
+      if (written) {
+        ++writes_done;
+      } else {
+        ++write_failures;
+        if (io_ok && req.result < 0) write_error = -req.result;
       }
     }
     v.failed = !written || client.pages.state(v.page) != PageState::kEvicting;
+  }
+  if (write_failures != 0) {
+    // The pages stay in memory, their data never left it.
+    client.counters().io_errors += write_failures;
+    swap_.note_io_error();
+    spdlog::error("client {}: writing {} page{} to swap failed: {}; they stay in memory",
+                  client.identity().pid, write_failures, write_failures == 1 ? "" : "s",
+                  io_ok ? strerror(write_error) : "ring failure");
+  }
+  if (writes_done != 0) {
+    if (writes_failing_.exchange(false)) spdlog::info("swap writes succeed again");
+  } else if (write_failures != 0 && !writes_failing_.exchange(true)) {
+    spdlog::critical("swap device {} fails every write: clients may exceed their limits",
+                     swap_.path());
   }
   auto settle = [](const Victim& v) { return !v.failed; };
   for_each_run(settle, [&](size_t first, size_t end) {

@@ -30,6 +30,11 @@ class Reclaimer {
   void wake();
   // True while the swap device has no free cluster.
   bool swap_full() const { return swap_full_.load(std::memory_order_relaxed); }
+  // True while evictions find no free cluster or every swap write fails: waiting for
+  // reclaim would not make room.
+  bool cannot_evict() const {
+    return swap_full() || writes_failing_.load(std::memory_order_relaxed);
+  }
 
   // Watermarks, in pages, for a limit: reclaim starts above high and stops at low.
   static uint64_t high_watermark(uint64_t limit);
@@ -60,6 +65,7 @@ class Reclaimer {
   bool wake_requested_ = false;
   bool stopping_ = false;
   std::atomic<bool> swap_full_{false};
+  std::atomic<bool> writes_failing_{false};
   std::thread thread_;
 };
 

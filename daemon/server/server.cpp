@@ -29,6 +29,12 @@ constexpr uint64_t kUffdFeatures = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MIN
                                    UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_EVENT_REMOVE |
                                    UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
                                    UFFD_FEATURE_THREAD_ID;
+// POISON (Linux 6.6): a page that cannot be read back from swap raises SIGBUS instead of
+// its faults retrying for ever.
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+constexpr uint64_t kOptionalUffdFeatures = UFFD_FEATURE_POISON;
 // MISSING: first touch and swap-in; WP: eviction; MINOR: access signals after a reset.
 constexpr uint64_t kRegisterModes =
     UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR;
@@ -88,13 +94,15 @@ Result<size_t> receive(int fd, wire::MsgType expected, std::byte* frame,
 }  // namespace
 
 Server::Server(const Options& options, const ClientAccess& access, ClientRegistry& registry,
-               Governor& governor, FaultLoop& fault_loop, SwapDevice* swap)
+               Governor& governor, FaultLoop& fault_loop, SwapDevice* swap,
+               uint64_t kernel_uffd_features)
     : options_(options),
       access_(access),
       registry_(registry),
       governor_(governor),
       fault_loop_(fault_loop),
-      swap_(swap) {}
+      swap_(swap),
+      uffd_features_(kUffdFeatures | (kernel_uffd_features & kOptionalUffdFeatures)) {}
 
 Server::~Server() {
   stop();
@@ -227,7 +235,7 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
   if (auto m = check_arena_mapping(creds->pid, *memfd, reg.arena_base, reg.arena_size); !m) {
     return m.error();
   }
-  auto features = uffd->api(kUffdFeatures);
+  auto features = uffd->api(uffd_features_);
   if (!features) {
     return Error::make(features.error().code(),
                        "UFFDIO_API failed (a userfaultfd must be handed over uninitialized)");

@@ -21,8 +21,11 @@ namespace extmem::daemon {
 class Server {
  public:
   // `access` is read at every handshake; its owner may update it at any time.
+  // `kernel_uffd_features`: what UFFDIO_API offers on this kernel (from the probe), so
+  // optional features are asked for only where they exist.
   Server(const Options& options, const ClientAccess& access, ClientRegistry& registry,
-         Governor& governor, FaultLoop& fault_loop, SwapDevice* swap);
+         Governor& governor, FaultLoop& fault_loop, SwapDevice* swap,
+         uint64_t kernel_uffd_features);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -43,6 +46,7 @@ class Server {
   Governor& governor_;
   FaultLoop& fault_loop_;
   SwapDevice* swap_;
+  uint64_t uffd_features_;
   kernel::UniqueFd listen_fd_;
   kernel::UniqueFd stop_event_;
   std::thread acceptor_;

@@ -60,7 +60,13 @@ Result<void> SwapDevice::run(std::span<kernel::IoRequest> requests) {
     if (!created) return created.error();
     ring.emplace(std::move(*created));
   }
-  return ring->submit_and_wait(requests);
+  auto ran = ring->submit_and_wait(requests);
+  if (ran && injected_ != Injected::kNone) {
+    for (kernel::IoRequest& r : requests) {
+      if (r.write == (injected_ == Injected::kWrites)) r.result = -EIO;
+    }
+  }
+  return ran;
 }
 
 }  // namespace extmem::daemon

@@ -3,6 +3,7 @@
 // batches, so no lock is held around I/O).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <span>
@@ -36,12 +37,24 @@ class SwapDevice {
   // (bytes or -errno) are in each request.
   Result<void> run(std::span<kernel::IoRequest> requests);
 
+  // I/O failed on the device at least once (counted per client in io_errors).
+  bool degraded() const { return io_errors_.load(std::memory_order_relaxed) != 0; }
+  uint64_t io_errors() const { return io_errors_.load(std::memory_order_relaxed); }
+  void note_io_error() { io_errors_.fetch_add(1, std::memory_order_relaxed); }
+
+  // Tests only: makes every read (or write) fail with EIO, so the error paths can be
+  // exercised on a healthy device. Set from EXTMEMD_TEST_FAIL_SWAP=read|write.
+  enum class Injected { kNone, kReads, kWrites };
+  void inject_failures(Injected which) { injected_ = which; }
+
  private:
   SwapDevice(kernel::SwapFile file, std::string path);
   kernel::SwapFile file_;
   std::string path_;
   std::mutex mu_;
   SwapSpace space_;
+  std::atomic<uint64_t> io_errors_{0};
+  Injected injected_ = Injected::kNone;
 };
 
 }  // namespace extmem::daemon

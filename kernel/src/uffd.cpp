@@ -136,6 +136,22 @@ Result<CopyResult> Userfaultfd::copy_pages(uintptr_t dst, const void* src, size_
   return Error::from_errno("UFFDIO_COPY at %#lx", static_cast<unsigned long>(dst));
 }
 
+// UFFDIO_POISON arrived in Linux 6.6; Debian 12's headers predate it.
+#ifndef UFFDIO_POISON
+struct uffdio_poison {
+  struct uffdio_range range;
+  __u64 mode;
+  __s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, 0x08, struct uffdio_poison)
+#endif
+
+Result<Outcome> Userfaultfd::poison(uintptr_t start, size_t len) noexcept {
+  uffdio_poison arg = {};
+  arg.range = {start, len};
+  return resolve_ioctl(fd(), UFFDIO_POISON, &arg, "UFFDIO_POISON", start);
+}
+
 Result<Outcome> Userfaultfd::continue_range(uintptr_t start, size_t len, uint64_t mode) noexcept {
   uffdio_continue arg = {};
   arg.range = {start, len};

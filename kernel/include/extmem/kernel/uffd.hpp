@@ -65,6 +65,9 @@ class Userfaultfd {
   Result<Outcome> continue_range(uintptr_t start, size_t len, uint64_t mode) noexcept;
   Result<Outcome> write_protect(uintptr_t start, size_t len, bool protect, bool dont_wake) noexcept;
   Result<Outcome> wake(uintptr_t start, size_t len) noexcept;
+  // UFFDIO_POISON: the range raises SIGBUS when touched, as memory the kernel could not
+  // read back does; wakes the waiters, which then get the signal.
+  Result<Outcome> poison(uintptr_t start, size_t len) noexcept;
   // Reads pending messages; an empty span means none are pending (EAGAIN).
   Result<size_t> read_events(std::span<uffd_msg> out) noexcept;
 
