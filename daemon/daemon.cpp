@@ -163,19 +163,15 @@ Result<void> Daemon::run() {
 
 void Daemon::tick() {
   const auto now = std::chrono::steady_clock::now();
-  uint64_t resident = 0, swapped = 0;
   auto clients = registry_.snapshot();
-  for (const auto& client : clients) {
-    client->sample_rates(now);
-    std::lock_guard lock(client->mu);
-    resident += client->pages.resident_pages();
-    swapped += client->pages.swapped_pages();
-  }
+  for (const auto& client : clients) client->sample_rates(now);
+  const MemoryTotals totals = memory_totals(clients);
   char resident_text[32], swapped_text[32];
-  notify_service_manager(fmt::format("WATCHDOG=1\nSTATUS={} client{}, {} resident, {} swapped",
-                                     clients.size(), clients.size() == 1 ? "" : "s",
-                                     format_size(resident * kPageSize, resident_text, 32),
-                                     format_size(swapped * kPageSize, swapped_text, 32)));
+  notify_service_manager(
+      fmt::format("WATCHDOG=1\nSTATUS={} client{}, {} resident, {} swapped", clients.size(),
+                  clients.size() == 1 ? "" : "s",
+                  format_size(totals.resident_pages * kPageSize, resident_text, 32),
+                  format_size(totals.swapped_pages * kPageSize, swapped_text, 32)));
 }
 
 void Daemon::reload() {
@@ -226,15 +222,14 @@ void Daemon::stop_serving() {
 
 void Daemon::log_stats() {
   auto clients = registry_.snapshot();
-  uint64_t resident = 0, swapped = 0, evictions = 0, major = 0;
+  uint64_t evictions = 0, major = 0;
   for (const auto& client : clients) {
     spdlog::info("stats: {}", client->describe());
-    std::lock_guard lock(client->mu);
-    resident += client->pages.resident_pages();
-    swapped += client->pages.swapped_pages();
     evictions += client->counters().evictions.load();
     major += client->counters().major_faults.load();
   }
+  const MemoryTotals totals = memory_totals(clients);
+  const uint64_t resident = totals.resident_pages, swapped = totals.swapped_pages;
   char resident_text[32], swapped_text[32];
   std::string swap_use = "none";
   if (swap_) {

@@ -36,4 +36,14 @@ size_t ClientRegistry::size() const {
   return clients_.size();
 }
 
+MemoryTotals memory_totals(const std::vector<std::shared_ptr<Client>>& clients) {
+  MemoryTotals totals;
+  for (const auto& client : clients) {
+    std::lock_guard lock(client->mu);
+    totals.resident_pages += client->pages.resident_pages();
+    totals.swapped_pages += client->pages.swapped_pages();
+  }
+  return totals;
+}
+
 }  // namespace extmem::daemon

@@ -28,4 +28,11 @@ class ClientRegistry {
   std::atomic<uint64_t> last_id_{0};
 };
 
+// Pages in memory and in swap over a set of clients.
+struct MemoryTotals {
+  uint64_t resident_pages = 0;
+  uint64_t swapped_pages = 0;
+};
+MemoryTotals memory_totals(const std::vector<std::shared_ptr<Client>>& clients);
+
 }  // namespace extmem::daemon

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -118,16 +119,11 @@ void ControlService::fill_status(v1::GetStatusResponse* out, bool with_capabilit
   out->set_fault_threads(ctx_.options.fault_threads);
   out->set_client_socket(ctx_.options.socket_path);
   for (const auto& name : policy_names()) out->add_policies(name);
-  uint64_t resident = 0, swapped = 0;
   auto clients = ctx_.registry.snapshot();
-  for (const auto& client : clients) {
-    std::lock_guard lock(client->mu);
-    resident += client->pages.resident_pages();
-    swapped += client->pages.swapped_pages();
-  }
+  const MemoryTotals totals = memory_totals(clients);
   out->set_clients(static_cast<uint32_t>(clients.size()));
-  out->set_resident_bytes(resident * kPageSize);
-  out->set_swapped_bytes(swapped * kPageSize);
+  out->set_resident_bytes(totals.resident_pages * kPageSize);
+  out->set_swapped_bytes(totals.swapped_pages * kPageSize);
   if (ctx_.swap != nullptr) {
     out->set_swap_path(ctx_.swap->path());
     out->set_swap_size_bytes(ctx_.swap->size());
@@ -149,28 +145,24 @@ void ControlService::fill_status(v1::GetStatusResponse* out, bool with_capabilit
 
 Status ControlService::select(const v1::ClientSelector& selector,
                               std::vector<std::shared_ptr<Client>>* out) const {
+  std::function<bool(const Client&)> named;
+  std::string none;
   switch (selector.target_case()) {
     case v1::ClientSelector::kPid:
-      for (auto& client : ctx_.registry.snapshot()) {
-        if (client->identity().pid == selector.pid()) out->push_back(std::move(client));
-      }
-      if (out->empty()) {
-        return Status(StatusCode::NOT_FOUND,
-                      "no client with pid " + std::to_string(selector.pid()));
-      }
-      return Status::OK;
-    case v1::ClientSelector::kExecutable:
-      for (auto& client : ctx_.registry.snapshot()) {
-        if (client->identity().exe == selector.executable()) out->push_back(std::move(client));
-      }
-      if (out->empty()) {
-        return Status(StatusCode::NOT_FOUND, "no client runs '" + selector.executable() + "'");
-      }
-      return Status::OK;
-    case v1::ClientSelector::TARGET_NOT_SET:
+      named = [&](const Client& c) { return c.identity().pid == selector.pid(); };
+      none = "no client with pid " + std::to_string(selector.pid());
       break;
+    case v1::ClientSelector::kExecutable:
+      named = [&](const Client& c) { return c.identity().exe == selector.executable(); };
+      none = "no client runs '" + selector.executable() + "'";
+      break;
+    case v1::ClientSelector::TARGET_NOT_SET:
+      return Status(StatusCode::INVALID_ARGUMENT, "name a client by pid or executable name");
   }
-  return Status(StatusCode::INVALID_ARGUMENT, "name a client by pid or executable name");
+  for (auto& client : ctx_.registry.snapshot()) {
+    if (named(*client)) out->push_back(std::move(client));
+  }
+  return out->empty() ? Status(StatusCode::NOT_FOUND, none) : Status::OK;
 }
 
 Status ControlService::GetStatus(grpc::ServerContext*, const v1::GetStatusRequest*,

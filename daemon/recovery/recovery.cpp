@@ -15,25 +15,12 @@ namespace extmem::daemon {
 
 namespace {
 
-// Where the process maps the arena's memfd, from /proc/PID/maps.
+// Where the process maps the arena's memfd.
 Result<std::vector<Segment>> arena_segments(pid_t pid, dev_t dev, ino_t ino) {
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%d/maps", pid);
-  FILE* maps = fopen(path, "re");
-  if (maps == nullptr) return Error::from_errno("open %s", path);
+  auto mappings = file_mappings(pid, dev, ino);
+  if (!mappings) return mappings.error();
   std::vector<Segment> segments;
-  char line[512];
-  while (fgets(line, sizeof(line), maps) != nullptr) {
-    uint64_t start, end, offset, inode;
-    unsigned major_no, minor_no;
-    char perms[8];
-    if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s %" SCNx64 " %x:%x %" SCNu64, &start, &end, perms,
-               &offset, &major_no, &minor_no, &inode) == 7 &&
-        inode == ino && major_no == major(dev) && minor_no == minor(dev)) {
-      segments.push_back({start, end - start, offset});
-    }
-  }
-  fclose(maps);
+  for (const FileMapping& m : *mappings) segments.push_back({m.start, m.end - m.start, m.offset});
   return segments;
 }
 

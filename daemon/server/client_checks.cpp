@@ -81,6 +81,33 @@ Result<void> check_arena_bounds(uint64_t base, uint64_t size) {
   return {};
 }
 
+Result<std::vector<FileMapping>> file_mappings(pid_t pid, dev_t dev, ino_t ino) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+  FILE* maps = fopen(path, "re");
+  if (maps == nullptr) return Error::from_errno("open %s", path);
+  std::vector<FileMapping> found;
+  char line[512];
+  bool at_line_start = true;
+  while (fgets(line, sizeof(line), maps) != nullptr) {
+    // A line longer than `line` ends with a file name, which any process chooses: read on
+    // as if it were a line, it could pass for an entry mapping the memfd over the arena.
+    const bool line_start = at_line_start;
+    at_line_start = strchr(line, '\n') != nullptr;
+    if (!line_start) continue;
+    uint64_t start, end, offset, inode;
+    unsigned major_no, minor_no;
+    char perms[8];
+    if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s %" SCNx64 " %x:%x %" SCNu64, &start, &end, perms,
+               &offset, &major_no, &minor_no, &inode) == 7 &&
+        inode == ino && major_no == major(dev) && minor_no == minor(dev)) {
+      found.push_back({start, end, offset, perms[0] == 'r' && perms[1] == 'w' && perms[3] == 's'});
+    }
+  }
+  fclose(maps);
+  return found;
+}
+
 Result<void> check_arena_mapping(pid_t pid, const kernel::Memfd& memfd, uint64_t base,
                                  uint64_t size) {
   dev_t dev;
@@ -93,33 +120,15 @@ Result<void> check_arena_mapping(pid_t pid, const kernel::Memfd& memfd, uint64_t
                        *memfd_size, size);
   }
 
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%d/maps", pid);
-  FILE* maps = fopen(path, "re");
-  if (maps == nullptr) return Error::from_errno("open %s", path);
+  auto mappings = file_mappings(pid, dev, ino);
+  if (!mappings) return mappings.error();
   uint64_t covered_to = base;  // [base, covered_to) is proven mapped
-  char line[512];
-  bool at_line_start = true;
-  while (fgets(line, sizeof(line), maps) != nullptr && covered_to < base + size) {
-    // A line longer than `line` ends with a file name, which any process chooses: read on
-    // as if it were a line, it could pass for an entry mapping the memfd over the arena.
-    const bool line_start = at_line_start;
-    at_line_start = strchr(line, '\n') != nullptr;
-    if (!line_start) continue;
-    uint64_t start, end, offset, inode;
-    unsigned major_no, minor_no;
-    char perms[8];
-    if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s %" SCNx64 " %x:%x %" SCNu64, &start, &end, perms,
-               &offset, &major_no, &minor_no, &inode) != 7) {
-      continue;
-    }
-    if (start != covered_to) continue;
-    bool same_file = inode == ino && major_no == major(dev) && minor_no == minor(dev);
-    bool shared_rw = perms[0] == 'r' && perms[1] == 'w' && perms[3] == 's';
-    if (!same_file || !shared_rw || offset != start - base) break;
-    covered_to = end;
+  for (const FileMapping& m : *mappings) {
+    if (m.start != covered_to) continue;
+    if (!m.shared_writable || m.offset != m.start - base) break;
+    covered_to = m.end;
+    if (covered_to >= base + size) break;
   }
-  fclose(maps);
   if (covered_to < base + size) {
     return Error::make(EPERM,
                        "process %d does not map the memfd shared and writable over the arena "

@@ -51,6 +51,13 @@ Result<void> check_arena_bounds(uint64_t base, uint64_t size);
 
 // Process `pid` maps `memfd` shared and writable, from offset 0, over exactly
 // [base, base+size) (as one or more adjacent VMAs), per /proc/PID/maps.
+// The process's mappings of the file (dev, ino), in address order, from /proc/PID/maps.
+struct FileMapping {
+  uint64_t start, end, offset;
+  bool shared_writable;
+};
+Result<std::vector<FileMapping>> file_mappings(pid_t pid, dev_t dev, ino_t ino);
+
 Result<void> check_arena_mapping(pid_t pid, const kernel::Memfd& memfd, uint64_t base,
                                  uint64_t size);
 
