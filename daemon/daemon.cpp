@@ -63,16 +63,25 @@ Daemon::Daemon(Options options, std::vector<std::string> args, const kernel::Cap
 Result<void> Daemon::run() {
   const auto started = std::chrono::steady_clock::now();
   Pager pager;
+  uint64_t uffd_features = caps_.uffd_features;
+  if (getenv("EXTMEMD_TEST_NO_POISON") != nullptr) {
+    uffd_features &= ~kernel::kFeaturePoison;
+    spdlog::warn("EXTMEMD_TEST_NO_POISON: UFFDIO_POISON is not used (a test setting)");
+  }
   if (!options_.swap_path.empty()) {
     auto swap = SwapDevice::open(options_.swap_path, options_.swap_size);
     if (!swap) return swap.error();
     swap_ = std::move(*swap);
     if (const char* fail = getenv("EXTMEMD_TEST_FAIL_SWAP"); fail != nullptr) {
       const std::string which = fail;
+      const char* while_exists = getenv("EXTMEMD_TEST_FAIL_SWAP_WHILE");
       swap_->inject_failures(which == "read"    ? SwapDevice::Injected::kReads
                              : which == "write" ? SwapDevice::Injected::kWrites
-                                                : SwapDevice::Injected::kNone);
-      spdlog::warn("EXTMEMD_TEST_FAIL_SWAP={}: every swap {} fails (a test setting)", which, which);
+                                                : SwapDevice::Injected::kNone,
+                             while_exists != nullptr ? while_exists : "");
+      spdlog::warn("EXTMEMD_TEST_FAIL_SWAP={}: every swap {} fails{}{} (a test setting)", which,
+                   which, while_exists != nullptr ? " while this file exists: " : "",
+                   while_exists != nullptr ? while_exists : "");
     }
   }
   governor_ = std::make_unique<Governor>(registry_, swap_ != nullptr);
@@ -80,7 +89,7 @@ Result<void> Daemon::run() {
   if (swap_) {
     reclaimer_ = std::make_unique<Reclaimer>(registry_, *governor_, *swap_, track_access_);
     reclaimer_->start();
-    pager = {swap_.get(), reclaimer_.get()};
+    pager = {swap_.get(), reclaimer_.get(), (uffd_features & kernel::kFeaturePoison) != 0};
     char size[32];
     spdlog::info("swap {} ({}); access tracking {}", swap_->path(),
                  format_size(swap_->size(), size, sizeof(size)),
@@ -94,7 +103,7 @@ Result<void> Daemon::run() {
   }
   fault_loop_ = std::make_unique<FaultLoop>(registry_, options_.fault_threads, pager);
   server_ = std::make_unique<Server>(options_, client_access_, registry_, *governor_, *fault_loop_,
-                                     swap_.get(), caps_.uffd_features);
+                                     swap_.get(), uffd_features);
   control_ = std::make_unique<ControlServer>(ControlContext{
       registry_, *governor_, swap_.get(), reclaimer_.get(), caps_, options_, version_, started});
   if (auto started_loop = fault_loop_->start(); !started_loop) return started_loop;
@@ -164,7 +173,10 @@ Result<void> Daemon::run() {
 void Daemon::tick() {
   const auto now = std::chrono::steady_clock::now();
   auto clients = registry_.snapshot();
-  for (const auto& client : clients) client->sample_rates(now);
+  for (const auto& client : clients) {
+    client->sample_rates(now);
+    retry_stalled_reads(*client);
+  }
   const MemoryTotals totals = memory_totals(clients);
   char resident_text[32], swapped_text[32];
   notify_service_manager(

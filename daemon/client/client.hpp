@@ -63,6 +63,9 @@ struct ClientCounters {
   // Pages whose swap copy could not be read after kReadAttempts tries: the application
   // gets SIGBUS on them, never wrong data.
   std::atomic<uint64_t> poisoned_pages{0};
+  // Pages that could neither be read nor poisoned (a kernel without UFFDIO_POISON): their
+  // threads wait while the read is retried.
+  std::atomic<uint64_t> stalled_reads{0};
   std::atomic<uint64_t> prefetched_pages{0};
   std::atomic<uint64_t> prefetch_hits{0};
   LatencyHistogram fault_latency;
@@ -150,6 +153,9 @@ class Client {
   std::unique_ptr<Policy> policy;
   // Failed swap reads per evicted page, until it is read or poisoned.
   std::unordered_map<uint64_t, uint32_t> read_failures;
+  // Unreadable pages that cannot be poisoned, by page: the faulting address, whose
+  // threads are left waiting until retry_stalled_reads wakes them to try again.
+  std::unordered_map<uint64_t, uintptr_t> stalled_reads;
   // Signalled when reclaim freed memory for this client.
   std::condition_variable room;
 

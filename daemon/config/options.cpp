@@ -42,6 +42,8 @@ Result<void> apply_flags(const std::vector<std::string>& args, Options* options)
       options->probe_only = true;
     } else if (arg == "--check-config") {
       options->check_config = true;
+    } else if (arg == "--lend-uffd") {
+      options->lend_uffd_device = true;
     } else if (arg == "--no-lend-uffd") {
       options->lend_uffd_device = false;
     } else if (arg == "--config" || arg == "--socket" || arg == "--swap" || arg == "--control") {
@@ -181,7 +183,9 @@ options:
   --default-limit SIZE   DRAM limit for clients that set none (default: unlimited)
   --default-policy NAME  paging policy for clients that choose none (default clock)
   --stats-interval SECS  log every client's stats every SECS seconds (default: on SIGUSR1)
-  --no-lend-uffd         do not lend /dev/userfaultfd to unprivileged clients
+  --lend-uffd            lend /dev/userfaultfd to allowed clients that cannot create a
+                         full userfaultfd themselves (default: refuse them)
+  --no-lend-uffd         do not lend it, whatever the config file says
   --log-level LEVEL      trace, debug, info, warn, error (default info)
   --probe                print the kernel capabilities extmem uses and exit
                          (non-zero when a required one is missing)

@@ -38,9 +38,10 @@ struct Options {
   unsigned fault_threads = 2;
   std::string log_level = "info";
   unsigned stats_interval = 0;  // seconds between stats log lines; 0: only on SIGUSR1
-  // Lend /dev/userfaultfd to clients that cannot create a full userfaultfd themselves
-  // (without it, faults inside system calls on their managed memory fail with EFAULT).
-  bool lend_uffd_device = true;
+  // Lend /dev/userfaultfd to clients that cannot create a full userfaultfd themselves.
+  // Off by default: a lent device lets a client catch kernel-mode faults on any of its
+  // memory, which vm.unprivileged_userfaultfd=0 withholds; clients that need it are refused.
+  bool lend_uffd_device = false;
 
   // [control]
   std::string control_path = "/run/extmem/control.sock";

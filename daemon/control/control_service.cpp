@@ -101,6 +101,7 @@ void fill_client(Client& client, SwapDevice* swap, v1::ClientStats* out) {
   n->set_prefetched_pages(c.prefetched_pages.load());
   n->set_prefetch_hits(c.prefetch_hits.load());
   n->set_poisoned_pages(c.poisoned_pages.load());
+  n->set_stalled_reads(c.stalled_reads.load());
   v1::Latency* latency = out->mutable_fault_latency();
   latency->set_p50_us(c.fault_latency.quantile_us(0.5));
   latency->set_p90_us(c.fault_latency.quantile_us(0.9));

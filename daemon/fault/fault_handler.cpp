@@ -144,23 +144,40 @@ struct MajorFault {
 // A page whose swap copy keeps failing to read is poisoned: the application gets SIGBUS
 // when it touches it, as with the kernel's unreadable swap, and never zeros or stale
 // data. A few retries first, since an I/O error may be transient. The page stays
-// evicted, so freeing it (REMOVE) still returns its slot.
+// evicted, so freeing it (REMOVE) still returns its slot. Where it cannot be poisoned
+// (a kernel without UFFDIO_POISON), its threads wait and the read is retried every
+// second, like I/O on a hard NFS mount: still never wrong data.
 constexpr uint32_t kReadAttempts = 3;
 
-void give_up_after_retries(Client& client, const MajorFault& fault) {
-  if (++client.read_failures[fault.page] < kReadAttempts) return;
-  client.read_failures.erase(fault.page);
-  auto poisoned = client.uffd().poison(fault.addr, kPageSize);
-  if (!poisoned || *poisoned != kernel::Outcome::kDone) {
-    spdlog::error("client {}: poisoning page {}: {}", client.identity().pid, fault.page,
+// After a failed read of the fault's page: true when its threads must be left waiting
+// (the page is stalled) rather than woken to fault again.
+bool give_up_after_retries(Client& client, const MajorFault& fault, const Pager& pager) {
+  uint32_t& failures = client.read_failures[fault.page];
+  if (++failures < kReadAttempts) return false;
+  const pid_t pid = client.identity().pid;
+  if (pager.can_poison) {
+    auto poisoned = client.uffd().poison(fault.addr, kPageSize);
+    if (poisoned && *poisoned == kernel::Outcome::kDone) {
+      client.read_failures.erase(fault.page);
+      client.counters().poisoned_pages++;
+      spdlog::critical(
+          "client {}: page {} at {:#x} could not be read from swap in {} tries; it is poisoned "
+          "(the application gets SIGBUS if it touches it)",
+          pid, fault.page, fault.addr, kReadAttempts);
+      return false;  // the poison woke the waiters
+    }
+    spdlog::error("client {}: poisoning page {}: {}", pid, fault.page,
                   poisoned ? kernel::outcome_name(*poisoned) : poisoned.error().message());
-    return;
   }
-  client.counters().poisoned_pages++;
-  spdlog::critical(
-      "client {}: page {} at {:#x} could not be read from swap in {} tries; it is poisoned "
-      "(the application gets SIGBUS if it touches it)",
-      client.identity().pid, fault.page, fault.addr, kReadAttempts);
+  if (failures == kReadAttempts) {
+    client.counters().stalled_reads++;
+    spdlog::critical(
+        "client {}: page {} at {:#x} could not be read from swap in {} tries and cannot be "
+        "poisoned; its threads wait and the read is retried every second",
+        pid, fault.page, fault.addr, kReadAttempts);
+  }
+  client.stalled_reads[fault.page] = fault.addr;
+  return true;
 }
 
 // One read of evicted neighbours from swap: [first, first+pages) of one chunk, mapped
@@ -172,7 +189,8 @@ struct Run {
   uintptr_t addr;
   size_t owner;  // the fault it was read for; its page is `first`
   unsigned char* buffer = nullptr;
-  uint64_t mapped = 0;  // pages from `first` on that were mapped (and their waiters woken)
+  uint64_t mapped = 0;   // pages from `first` on that were mapped (and their waiters woken)
+  bool stalled = false;  // unreadable and not poisoned: the owner's threads keep waiting
 };
 
 // The most read-ahead pages one group of faults may read beyond the faulting pages,
@@ -341,7 +359,9 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
                     read != nullptr ? strerror(read->result < 0 ? -read->result : EIO) : "no read");
       client.counters().io_errors++;
       pager.swap->note_io_error();
-      if (read != nullptr) give_up_after_retries(client, faults[run.owner]);
+      if (read != nullptr && give_up_after_retries(client, faults[run.owner], pager)) {
+        run.stalled = true;
+      }
       continue;
     }
     const uint64_t valid = still_evicted(client, run);
@@ -352,7 +372,13 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
     if (mapped == 0) continue;
     if (!client.read_failures.empty()) {
       for (uint64_t page = run.first; page < run.first + mapped; ++page) {
-        client.read_failures.erase(page);
+        if (auto it = client.read_failures.find(page); it != client.read_failures.end()) {
+          if (it->second >= kReadAttempts) {
+            spdlog::warn("client {}: page {} read from swap after {} failed tries",
+                         client.identity().pid, page, it->second);
+          }
+          client.read_failures.erase(it);
+        }
       }
     }
     client.counters().major_faults++;
@@ -363,8 +389,11 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
 
   const auto now = Clock::now();
   for (const MajorFault& f : faults) {
-    // A COPY that filled the page woke its waiters; every other thread retries.
-    if (f.run == SIZE_MAX || f.page >= runs[f.run].first + runs[f.run].mapped) {
+    // A COPY that filled the page woke its waiters; every other thread retries, except
+    // those of a stalled page, which retry_stalled_reads wakes.
+    const bool stalled =
+        f.run != SIZE_MAX && runs[f.run].stalled && client.stalled_reads.contains(f.page);
+    if (!stalled && (f.run == SIZE_MAX || f.page >= runs[f.run].first + runs[f.run].mapped)) {
       wake(client, f.addr, kPageSize);
     }
     client.counters().fault_latency.record(now - f.started);
@@ -481,6 +510,12 @@ void drop_slot(Client& client, uint64_t page, SwapDevice* swap) {
   if (client.pages.drop_slot(page) > 0 || cluster == PageTable::kNoCluster) return;
   if (swap != nullptr) swap->release_cluster(cluster);
   client.pages.set_cluster(page, PageTable::kNoCluster);
+}
+
+void retry_stalled_reads(Client& client) {
+  std::lock_guard lock(client.mu);
+  for (const auto& [page, addr] : client.stalled_reads) wake(client, addr, kPageSize);
+  client.stalled_reads.clear();
 }
 
 bool restore_all(Client& client, SwapDevice* swap) {

@@ -19,10 +19,16 @@ class Reclaimer;
 struct Pager {
   SwapDevice* swap = nullptr;  // none: limits cannot be enforced
   Reclaimer* reclaimer = nullptr;
+  // UFFDIO_POISON works: unreadable pages raise SIGBUS rather than wait for the device.
+  bool can_poison = false;
 };
 
 // Handles a batch of events read from the client's userfaultfd, in order.
 void handle_events(Client& client, std::span<const uffd_msg> events, Pager& pager);
+
+// Wakes the threads waiting on pages that could neither be read nor poisoned, so that
+// their faults try the read again (called about once a second).
+void retry_stalled_reads(Client& client);
 
 // Reads every evicted page back (daemon stop). False if any could not be restored.
 bool restore_all(Client& client, SwapDevice* swap);

@@ -30,11 +30,8 @@ constexpr uint64_t kUffdFeatures = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MIN
                                    UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
                                    UFFD_FEATURE_THREAD_ID;
 // POISON (Linux 6.6): a page that cannot be read back from swap raises SIGBUS instead of
-// its faults retrying for ever.
-#ifndef UFFD_FEATURE_POISON
-#define UFFD_FEATURE_POISON (1 << 14)
-#endif
-constexpr uint64_t kOptionalUffdFeatures = UFFD_FEATURE_POISON;
+// its faults waiting for the device to recover.
+constexpr uint64_t kOptionalUffdFeatures = kernel::kFeaturePoison;
 // MISSING: first touch and swap-in; WP: eviction; MINOR: access signals after a reset.
 constexpr uint64_t kRegisterModes =
     UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR;
@@ -212,7 +209,11 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
   uint32_t reply_flags = 0;
   if (hello.flags & wire::kHelloWantsUffdDevice) {
     if (!options_.lend_uffd_device) {
-      return Error::make(EPERM, "this daemon does not lend /dev/userfaultfd (--no-lend-uffd)");
+      return Error::make(EPERM,
+                         "uid %u cannot create a full userfaultfd (vm.unprivileged_userfaultfd=0) "
+                         "and this daemon does not lend /dev/userfaultfd "
+                         "(daemon.lend_uffd_device, --lend-uffd)",
+                         creds->uid);
     }
     device.reset(open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
     if (!device) return Error::from_errno("open /dev/userfaultfd");

@@ -1,5 +1,6 @@
 #include "swap/swap_device.hpp"
 
+#include <filesystem>
 #include <optional>
 
 namespace extmem::daemon {
@@ -61,7 +62,9 @@ Result<void> SwapDevice::run(std::span<kernel::IoRequest> requests) {
     ring.emplace(std::move(*created));
   }
   auto ran = ring->submit_and_wait(requests);
-  if (ran && injected_ != Injected::kNone) {
+  std::error_code ignored;
+  if (ran && injected_ != Injected::kNone &&
+      (injected_while_.empty() || std::filesystem::exists(injected_while_, ignored))) {
     for (kernel::IoRequest& r : requests) {
       if (r.write == (injected_ == Injected::kWrites)) r.result = -EIO;
     }

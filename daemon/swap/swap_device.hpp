@@ -43,9 +43,14 @@ class SwapDevice {
   void note_io_error() { io_errors_.fetch_add(1, std::memory_order_relaxed); }
 
   // Tests only: makes every read (or write) fail with EIO, so the error paths can be
-  // exercised on a healthy device. Set from EXTMEMD_TEST_FAIL_SWAP=read|write.
+  // exercised on a healthy device; with `while_exists`, only while that file exists (the
+  // device "recovers" when a test removes it). Set from EXTMEMD_TEST_FAIL_SWAP=read|write
+  // and EXTMEMD_TEST_FAIL_SWAP_WHILE=PATH.
   enum class Injected { kNone, kReads, kWrites };
-  void inject_failures(Injected which) { injected_ = which; }
+  void inject_failures(Injected which, std::string while_exists) {
+    injected_ = which;
+    injected_while_ = std::move(while_exists);
+  }
 
  private:
   SwapDevice(kernel::SwapFile file, std::string path);
@@ -55,6 +60,7 @@ class SwapDevice {
   SwapSpace space_;
   std::atomic<uint64_t> io_errors_{0};
   Injected injected_ = Injected::kNone;
+  std::string injected_while_;
 };
 
 }  // namespace extmem::daemon

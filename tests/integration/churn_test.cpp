@@ -198,7 +198,7 @@ unsigned soak_seconds() {
 
 TEST(Churn, KilledClientsLeaveNothingBehind) {
   ScratchDir dir;
-  Daemon daemon(dir, {"--swap", dir.file("swapfile"), "--swap-size", "512M"});
+  Daemon daemon(dir, {"--swap", dir.file("swapfile"), "--swap-size", "512M", "--lend-uffd"});
 
   // Warm-up: what a first client creates once and keeps (a swap I/O ring in each fault and
   // reclaim thread, malloc arenas) belongs to the baseline.

@@ -65,6 +65,13 @@ void reload(const Daemon& daemon, int n) {
   ADD_FAILURE() << "reload " << n << " was not logged\n" << daemon.log();
 }
 
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 ProcessResult run_as_nobody(const ScratchDir& dir, const Daemon& daemon,
                             std::vector<gid_t> groups = {}) {
   ClientOptions options;
@@ -86,7 +93,7 @@ TEST(Security, OnlyAllowedUsersAndGroupsBecomeClientsAndReloadChangesThat) {
   ConfigFile config(dir);
   // Uid 1 (daemon) and group users: not nobody, nor its group nogroup.
   config.write("[security]\nallowed_users = [1]\nallowed_groups = [\"users\"]\n");
-  Daemon daemon(dir, {"--config", config.path()});
+  Daemon daemon(dir, {"--config", config.path(), "--lend-uffd"});
 
   ProcessResult r = run_client(dir, daemon, {"alloc-sizes"});
   EXPECT_EQ(r.exit_code, 0) << "root is always allowed: " << describe(r) << daemon.log();
@@ -124,6 +131,43 @@ TEST(Security, OnlyAllowedUsersAndGroupsBecomeClientsAndReloadChangesThat) {
 }
 
 // Connects to `path` as nobody with `groups`; returns the errno of connect (0: connected).
+// A lent /dev/userfaultfd lets its holder catch kernel-mode faults anywhere in its own
+// memory, which vm.unprivileged_userfaultfd=0 withholds from unprivileged users: the daemon
+// lends it only when configured to.
+TEST(Security, UserfaultfdDeviceIsLentOnlyWhenConfigured) {
+  if (read_text("/proc/sys/vm/unprivileged_userfaultfd").starts_with("1")) {
+    GTEST_SKIP() << "vm.unprivileged_userfaultfd=1: every user creates a full userfaultfd";
+  }
+  constexpr char kNotLent[] = "this daemon does not lend /dev/userfaultfd";
+  ScratchDir dir;
+  {
+    Daemon daemon(dir);
+    ProcessResult r = run_as_nobody(dir, daemon);  // EXTMEM_REQUIRED=1
+    EXPECT_EQ(r.exit_code, 1) << describe(r);
+    EXPECT_NE(r.err.find(kNotLent), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("uid 65534 cannot create a full userfaultfd"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "") << "the program must not run";
+    EXPECT_NE(daemon.log().find(kNotLent), std::string::npos) << daemon.log();
+
+    ClientOptions options;
+    options.as_nobody = true;
+    options.env["EXTMEM_REQUIRED"] = "0";
+    r = run_client(dir, daemon, {"alloc-sizes"}, options);
+    EXPECT_EQ(r.exit_code, 0) << "runs unmanaged: " << describe(r);
+    EXPECT_NE(r.err.find("running unmanaged"), std::string::npos) << r.err;
+    EXPECT_NE(r.out.find("mmap 1048576 unmanaged"), std::string::npos) << r.out;
+
+    r = run_client(dir, daemon, {"alloc-sizes"});
+    EXPECT_EQ(r.exit_code, 0) << "root creates its own: " << describe(r);
+    EXPECT_NE(r.out.find("mmap 1048576 managed"), std::string::npos) << r.out;
+  }
+  ScratchDir lending_dir;  // a fresh log: the daemon above also logged that it serves
+  Daemon daemon(lending_dir, {"--lend-uffd"});
+  ProcessResult r = run_as_nobody(lending_dir, daemon);
+  EXPECT_EQ(r.exit_code, 0) << describe(r) << daemon.log();
+  EXPECT_NE(r.out.find("mmap 1048576 managed"), std::string::npos) << r.out;
+}
+
 int connect_errno_as_nobody(const std::string& path, const std::vector<gid_t>& groups) {
   const pid_t pid = fork();
   if (pid == 0) {
@@ -185,13 +229,6 @@ uint64_t status_mask(const std::string& status, const std::string& key) {
   return std::stoull(m[1], nullptr, 16);
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // Every thread of `pid` (capabilities are per thread) holds exactly `kept` in its effective,
 // permitted and bounding sets, nothing inheritable or ambient, and no new privileges. That
 // includes io_uring's workers (iou-wrk), which copy the sets of the thread they serve when
@@ -235,7 +272,8 @@ TEST(Security, DaemonKeepsOnlyWhatPagingNeedsAndStillPagesAndReloads) {
   ScratchDir dir;
   ConfigFile config(dir);
   config.write("[memory]\ndefault_policy = \"clock\"\n");
-  Daemon daemon(dir, {"--config", config.path(), "--swap", dir.file("swap"), "--swap-size", "64M"});
+  Daemon daemon(dir, {"--config", config.path(), "--swap", dir.file("swap"), "--swap-size", "64M",
+                      "--lend-uffd"});
   ASSERT_TRUE(daemon.wait_for_log("capabilities: kept ")) << daemon.log();
   EXPECT_NE(daemon.log().find("capabilities: kept CAP_SYS_PTRACE"), std::string::npos)
       << daemon.log();

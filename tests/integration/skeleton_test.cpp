@@ -33,7 +33,7 @@ bool departed(const Daemon& daemon, pid_t pid) {
 
 void expect_stress_passes(bool as_nobody) {
   ScratchDir dir;
-  Daemon daemon(dir);
+  Daemon daemon(dir, {"--lend-uffd"});
   ClientOptions options;
   options.as_nobody = as_nobody;
   ProcessResult r = run_client(dir, daemon,
@@ -73,7 +73,7 @@ TEST(Skeleton, StressAsUnprivilegedUser) {
 
 TEST(Skeleton, SystemCallsReadIntoAndWriteFromManagedBuffers) {
   ScratchDir dir;
-  Daemon daemon(dir);
+  Daemon daemon(dir, {"--lend-uffd"});
   for (bool as_nobody : {false, true}) {
     ClientOptions options;
     options.as_nobody = as_nobody;

@@ -3,7 +3,10 @@
 // memory, a page that cannot be read back is poisoned, never returned as zeros.
 #include <signal.h>
 
+#include <filesystem>
+#include <fstream>
 #include <regex>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -52,6 +55,47 @@ TEST(SwapErrors, UnreadablePagesArePoisonedNotZeroed) {
   ProcessResult ok = run_paging(
       dir, daemon, {"integrity", "--mib", "8", "--threads", "2", "--seconds", "1"}, "16M");
   EXPECT_EQ(ok.exit_code, 0) << describe(ok);
+}
+
+// The state letter of /proc/PID/stat ('Z' once it has exited), or '?' when gone.
+char process_state(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t end = stat.rfind(')');
+  return end == std::string::npos || end + 2 >= stat.size() ? '?' : stat[end + 2];
+}
+
+// Where a page can be neither read nor poisoned (a kernel without UFFDIO_POISON), the
+// application waits, as on a hard NFS mount, and goes on with the right data once the
+// device reads again.
+TEST(SwapErrors, UnreadablePagesThatCannotBePoisonedWaitForTheDevice) {
+  ScratchDir dir;
+  const std::string device_fails = dir.file("device-fails");
+  std::ofstream(device_fails) << "reads fail while this file exists\n";
+  DaemonLaunch launch = failing("read");
+  launch.env["EXTMEMD_TEST_FAIL_SWAP_WHILE"] = device_fails;
+  launch.env["EXTMEMD_TEST_NO_POISON"] = "1";
+  Daemon daemon(dir, daemon_args(dir), launch);
+  ClientOptions options = client_options(daemon);
+  options.env["EXTMEM_DRAM"] = "16M";
+  Started client = start_process(
+      dir, {paging_path(dir), "integrity", "--mib", "64", "--threads", "2", "--seconds", "3"},
+      options);
+  ASSERT_TRUE(daemon.wait_for_log("cannot be poisoned", 60s)) << daemon.log();
+  std::this_thread::sleep_for(3s);  // longer than the run: only the stall keeps it alive
+  const char state = process_state(client.pid);
+  EXPECT_TRUE(state != 'Z' && state != '?') << "it should wait for the device: " << state;
+  EXPECT_EQ(daemon.log().find("it is poisoned"), std::string::npos) << daemon.log();
+
+  std::filesystem::remove(device_fails);
+  ProcessResult r = wait_process(client, 120s);
+  ASSERT_EQ(r.exit_code, 0) << describe(r) << daemon.log();
+  EXPECT_NE(r.out.find("mismatches 0"), std::string::npos) << r.out;
+  EXPECT_TRUE(daemon.wait_for_log("failed tries", 5s)) << daemon.log();
+  EXPECT_GE(departed_counter(daemon, client.pid, "stalled_reads"), 1u) << daemon.log();
+  EXPECT_EQ(departed_counter(daemon, client.pid, "poisoned_pages"), 0u) << daemon.log();
+  // Waiting, not spinning: a few tries per stalled page and second, not thousands.
+  EXPECT_LE(departed_counter(daemon, client.pid, "io"), 60u) << departure_line(daemon, client.pid);
 }
 
 // Every write fails: evictions keep their pages in memory, the client runs over its limit

@@ -219,7 +219,7 @@ TEST(Systemd, DaemonNeedsNoCapabilityBeyondTheUnitsBoundingSet) {
   // systemd with CapabilityBoundingSet= and NoNewPrivileges=yes.
   launch.wrapper = {setpriv, "--bounding-set=" + bounding_set, "--inh-caps=-all", "--no-new-privs",
                     "--"};
-  Daemon daemon(dir, {"--swap", dir.file("swap"), "--swap-size", "64M"}, launch);
+  Daemon daemon(dir, {"--swap", dir.file("swap"), "--swap-size", "64M", "--lend-uffd"}, launch);
 
   // An unprivileged client under a limit: its /proc/PID/maps is another user's
   // (CAP_SYS_PTRACE), the clock policy's resets use process_madvise (CAP_SYS_NICE), and

@@ -96,7 +96,7 @@ TEST(ConfigFileTest, ExampleFileParses) {
   EXPECT_EQ(o.fault_threads, 2u);
   EXPECT_EQ(o.log_level, "info");
   EXPECT_EQ(o.stats_interval, 0u);
-  EXPECT_TRUE(o.lend_uffd_device);
+  EXPECT_FALSE(o.lend_uffd_device);
   EXPECT_EQ(o.control_path, "/run/extmem/control.sock");
   EXPECT_EQ(o.control_mode, 0660u);
   EXPECT_EQ(o.control_group, gid_t{0});
@@ -151,7 +151,7 @@ socket_mode = 0o600
 fault_threads = 8
 log_level = "debug"
 stats_interval = 86400
-lend_uffd_device = false
+lend_uffd_device = true
 
 [control]
 socket = "/tmp/c.sock"
@@ -175,7 +175,7 @@ default_policy = "fifo"
   EXPECT_EQ(o.fault_threads, 8u);
   EXPECT_EQ(o.log_level, "debug");
   EXPECT_EQ(o.stats_interval, 86400u);
-  EXPECT_FALSE(o.lend_uffd_device);
+  EXPECT_TRUE(o.lend_uffd_device);
   EXPECT_EQ(o.control_path, "/tmp/c.sock");
   EXPECT_EQ(o.control_mode, 0640u);
   EXPECT_EQ(o.control_group, gid_t{1234});
@@ -481,7 +481,7 @@ size = "1G")");
       {"daemon.socket", [](Options* o) { o->socket_path = "/other.sock"; }},
       {"daemon.socket_mode", [](Options* o) { o->socket_mode = 0600; }},
       {"daemon.fault_threads", [](Options* o) { o->fault_threads = 3; }},
-      {"daemon.lend_uffd_device", [](Options* o) { o->lend_uffd_device = false; }},
+      {"daemon.lend_uffd_device", [](Options* o) { o->lend_uffd_device = true; }},
       {"control.socket", [](Options* o) { o->control_path = "/other-control.sock"; }},
       {"control.socket_mode", [](Options* o) { o->control_mode = 0666; }},
       {"control.group", [](Options* o) { o->control_group = 5; }},

@@ -48,7 +48,7 @@ TEST(OptionsTest, Defaults) {
   EXPECT_EQ(o.socket_mode, 0666u);
   EXPECT_EQ(o.fault_threads, 2u);
   EXPECT_EQ(o.log_level, "info");
-  EXPECT_TRUE(o.lend_uffd_device);
+  EXPECT_FALSE(o.lend_uffd_device);
   EXPECT_EQ(o.control_path, "/run/extmem/control.sock");
   EXPECT_EQ(o.control_mode, 0660u);
   EXPECT_FALSE(o.control_group.has_value());
@@ -97,7 +97,8 @@ TEST(OptionsTest, Flags) {
   EXPECT_TRUE(ParseOk({"-h"}).show_help);
   EXPECT_TRUE(ParseOk({"--version"}).show_version);
   EXPECT_TRUE(ParseOk({"--probe"}).probe_only);
-  EXPECT_FALSE(ParseOk({"--no-lend-uffd"}).lend_uffd_device);
+  EXPECT_TRUE(ParseOk({"--lend-uffd"}).lend_uffd_device);
+  EXPECT_FALSE(ParseOk({"--lend-uffd", "--no-lend-uffd"}).lend_uffd_device);
   EXPECT_TRUE(ParseOk({"--check-config"}).check_config);
 }
 
@@ -143,12 +144,12 @@ TEST(OptionsTest, LogLevels) {
 
 TEST(OptionsTest, AllOptionsTogether) {
   const Options o = ParseOk({"--socket", "/run/a.sock", "--socket-mode", "0600", "--fault-threads",
-                             "4", "--log-level", "debug", "--no-lend-uffd", "--probe"});
+                             "4", "--log-level", "debug", "--lend-uffd", "--probe"});
   EXPECT_EQ(o.socket_path, "/run/a.sock");
   EXPECT_EQ(o.socket_mode, 0600u);
   EXPECT_EQ(o.fault_threads, 4u);
   EXPECT_EQ(o.log_level, "debug");
-  EXPECT_FALSE(o.lend_uffd_device);
+  EXPECT_TRUE(o.lend_uffd_device);
   EXPECT_TRUE(o.probe_only);
   EXPECT_FALSE(o.show_help);
 }
@@ -222,10 +223,11 @@ TEST(OptionsTest, UnknownOptionIsNamed) {
 
 TEST(OptionsTest, UsageMentionsEveryOption) {
   const std::string text = usage();
-  for (const char* option : {"--config", "--check-config", "--socket", "--socket-mode", "--control",
-                             "--control-mode", "--fault-threads", "--swap", "--swap-size",
-                             "--budget", "--default-limit", "--default-policy", "--stats-interval",
-                             "--no-lend-uffd", "--log-level", "--probe", "--version", "--help"}) {
+  for (const char* option :
+       {"--config", "--check-config", "--socket", "--socket-mode", "--control", "--control-mode",
+        "--fault-threads", "--swap", "--swap-size", "--budget", "--default-limit",
+        "--default-policy", "--stats-interval", "--lend-uffd", "--no-lend-uffd", "--log-level",
+        "--probe", "--version", "--help"}) {
     EXPECT_THAT(text, HasSubstr(option));
   }
 }

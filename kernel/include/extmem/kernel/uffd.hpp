@@ -16,6 +16,8 @@ namespace extmem::kernel {
 
 // Maps the page write-protected (Linux 6.4+; older uapi headers lack the name).
 inline constexpr uint64_t kContinueModeWp = 1ULL << 1;
+// UFFD_FEATURE_POISON: UFFDIO_POISON works (Linux 6.6+; older uapi headers lack the name).
+inline constexpr uint64_t kFeaturePoison = 1ULL << 14;
 
 // How an operation that races the application ended. These are ordinary outcomes,
 // never failures: the caller decides what each means for the page.
