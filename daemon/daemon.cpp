@@ -19,6 +19,9 @@ namespace extmem::daemon {
 
 namespace {
 
+// Swap-in reads in flight at once, over all clients; more are read synchronously.
+constexpr unsigned kSwapInQueueEntries = 128;
+
 sigset_t daemon_signals() {
   sigset_t set;
   sigemptyset(&set);
@@ -90,6 +93,10 @@ Result<void> Daemon::run() {
     reclaimer_ = std::make_unique<Reclaimer>(registry_, *governor_, *swap_, track_access_);
     reclaimer_->start();
     pager = {swap_.get(), reclaimer_.get(), (uffd_features & kernel::kFeaturePoison) != 0};
+    auto swap_in = SwapInQueue::start(kSwapInQueueEntries, pager);
+    if (!swap_in) return swap_in.error();
+    swap_in_ = std::move(*swap_in);
+    pager.swap_in = swap_in_.get();
     char size[32];
     spdlog::info("swap {} ({}); access tracking {}", swap_->path(),
                  format_size(swap_->size(), size, sizeof(size)),
@@ -213,6 +220,7 @@ void Daemon::stop_serving() {
   server_->stop();
   if (reclaimer_) reclaimer_->stop();
   fault_loop_->stop();
+  if (swap_in_) swap_in_->stop();
   // Evicted pages are read back in before the arena is handed back to the kernel, so
   // the applications go on correctly without us.
   for (const auto& client : registry_.snapshot()) {

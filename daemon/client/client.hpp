@@ -105,7 +105,7 @@ struct ClientRates {
   double bytes_written = 0;
 };
 
-class Client {
+class Client : public std::enable_shared_from_this<Client> {
  public:
   Client(uint64_t id, ClientIdentity identity, kernel::UniqueFd socket, kernel::Pidfd pidfd,
          kernel::Userfaultfd uffd, kernel::Memfd memfd, uintptr_t arena_base, uint64_t arena_size,
@@ -153,6 +153,9 @@ class Client {
   std::unique_ptr<Policy> policy;
   // Failed swap reads per evicted page, until it is read or poisoned.
   std::unordered_map<uint64_t, uint32_t> read_failures;
+  // Pages with a swap-in read in flight, and the id of that read (see SwapIn).
+  std::unordered_map<uint64_t, uint64_t> reading;
+  uint64_t last_read_id = 0;
   // Unreadable pages that cannot be poisoned, by page: the faulting address, whose
   // threads are left waiting until retry_stalled_reads wakes them to try again.
   std::unordered_map<uint64_t, uintptr_t> stalled_reads;

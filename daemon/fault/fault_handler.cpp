@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "fault/swap_in_queue.hpp"
 #include "reclaim/reclaimer.hpp"
 #include "swap/swap_device.hpp"
 
@@ -138,7 +139,6 @@ struct MajorFault {
   bool write;
   uint32_t tid;
   Clock::time_point started;
-  size_t run = SIZE_MAX;  // the read that covers its page, if any
 };
 
 // A page whose swap copy keeps failing to read is poisoned: the application gets SIGBUS
@@ -151,7 +151,7 @@ constexpr uint32_t kReadAttempts = 3;
 
 // After a failed read of the fault's page: true when its threads must be left waiting
 // (the page is stalled) rather than woken to fault again.
-bool give_up_after_retries(Client& client, const MajorFault& fault, const Pager& pager) {
+bool give_up_after_retries(Client& client, const WaitingFault& fault, const Pager& pager) {
   uint32_t& failures = client.read_failures[fault.page];
   if (++failures < kReadAttempts) return false;
   const pid_t pid = client.identity().pid;
@@ -180,36 +180,9 @@ bool give_up_after_retries(Client& client, const MajorFault& fault, const Pager&
   return true;
 }
 
-// One read of evicted neighbours from swap: [first, first+pages) of one chunk, mapped
-// contiguously at addr.
-struct Run {
-  uint64_t first;
-  uint64_t pages;
-  uint32_t cluster;
-  uintptr_t addr;
-  size_t owner;  // the fault it was read for; its page is `first`
-  unsigned char* buffer = nullptr;
-  uint64_t mapped = 0;   // pages from `first` on that were mapped (and their waiters woken)
-  bool stalled = false;  // unreadable and not poisoned: the owner's threads keep waiting
-};
-
-// The most read-ahead pages one group of faults may read beyond the faulting pages,
-// which bounds the buffer.
+// The most read-ahead pages one group of faults may read beyond the faulting pages, and
+// the most pages of one client in flight before read-ahead stops.
 constexpr uint64_t kMaxPrefetchPerGroup = 1024;
-
-// A 4096-aligned buffer of at least `pages` pages, kept per fault thread.
-unsigned char* read_buffer(uint64_t pages) {
-  struct Buffer {
-    std::unique_ptr<unsigned char, decltype(&free)> data{nullptr, &free};
-    uint64_t pages = 0;
-  };
-  static thread_local Buffer buffer;
-  if (buffer.pages < pages) {
-    buffer.data.reset(static_cast<unsigned char*>(aligned_alloc(kPageSize, pages * kPageSize)));
-    buffer.pages = buffer.data ? pages : 0;
-  }
-  return buffer.data.get();
-}
 
 // Marks the pages a COPY filled resident: dirty (slot dropped) when mapped writable,
 // else clean with the slot kept, so evicting them again needs no write.
@@ -251,28 +224,36 @@ uint64_t map_pages(Client& client, uintptr_t addr, uint64_t first, uint64_t page
   return mapped;
 }
 
-// How many pages of `run`, from its first on, are still evicted in its cluster and mapped
-// contiguously at its address: the client's lock was released during the read.
-uint64_t still_evicted(Client& client, const Run& run) {
-  const Segment* segment = client.address_map.find(run.addr);
+// How many pages of `read`, from its first on, may be mapped from what it read: still
+// evicted in its cluster, still marked as read by it (nothing freed them meanwhile), and
+// still mapped contiguously at its address. The client's lock was released during the
+// read.
+uint64_t still_evicted(Client& client, const SwapIn& read) {
+  const Segment* segment = client.address_map.find(read.addr);
   if (segment == nullptr ||
-      segment->offset + (run.addr - segment->start) != run.first * kPageSize) {
+      segment->offset + (read.addr - segment->start) != read.first * kPageSize) {
     return 0;
   }
   const uint64_t segment_end = (segment->offset + segment->len) / kPageSize;
   uint64_t n = 0;
-  while (n < run.pages && run.first + n < segment_end &&
-         client.pages.state(run.first + n) == PageState::kEvicted &&
-         client.pages.cluster(run.first + n) == run.cluster) {
+  while (n < read.pages && read.first + n < segment_end) {
+    const uint64_t page = read.first + n;
+    auto marked = client.reading.find(page);
+    if (marked == client.reading.end() || marked->second != read.id ||
+        client.pages.state(page) != PageState::kEvicted ||
+        client.pages.cluster(page) != read.cluster) {
+      break;
+    }
     ++n;
   }
   return n;
 }
 
 // Plans the read for `fault`: its page and the evicted pages after it in its chunk and
-// segment, as many as the faulting thread's read-ahead window and `spare` allow.
-Run plan_run(Client& client, const MajorFault& fault, const Segment& segment, size_t owner,
-             uint64_t* spare) {
+// segment that no other read has in flight, as many as the faulting thread's read-ahead
+// window and `spare` allow.
+std::unique_ptr<SwapIn> plan_read(Client& client, const MajorFault& fault, const Segment& segment,
+                                  uint64_t* spare, Pager& pager) {
   const Readahead::Decision d = client.readahead.on_fault(fault.tid, fault.page);
   client.counters().prefetch_hits += d.hits;
   const uint64_t chunk_end = (fault.page / PageTable::kChunkPages + 1) * PageTable::kChunkPages;
@@ -281,23 +262,99 @@ Run plan_run(Client& client, const MajorFault& fault, const Segment& segment, si
       std::min({fault.page + std::min(d.window, *spare + 1), chunk_end, segment_end});
   uint64_t pages = 1;
   while (fault.page + pages < end &&
-         client.pages.state(fault.page + pages) == PageState::kEvicted) {
+         client.pages.state(fault.page + pages) == PageState::kEvicted &&
+         !client.reading.contains(fault.page + pages)) {
     ++pages;
   }
+  auto buffer = static_cast<unsigned char*>(aligned_alloc(kPageSize, pages * kPageSize));
+  if (buffer == nullptr) return nullptr;
   *spare -= pages - 1;
   client.readahead.on_read(fault.tid, fault.page, pages);
-  return {fault.page, pages, client.pages.cluster(fault.page), fault.addr, owner};
+
+  auto read = std::make_unique<SwapIn>();
+  read->client = client.shared_from_this();
+  read->id = ++client.last_read_id;
+  read->first = fault.page;
+  read->pages = pages;
+  read->cluster = client.pages.cluster(fault.page);
+  read->addr = fault.addr;
+  read->dirty = fault.write;
+  read->faults.push_back({fault.addr, fault.page, fault.started});
+  read->buffer.reset(buffer);
+  read->request = {pager.swap->fd(), buffer, static_cast<uint32_t>(pages * kPageSize),
+                   SwapSpace::slot_offset(read->cluster, read->first), false};
+  for (uint64_t p = read->first; p < read->first + pages; ++p) client.reading[p] = read->id;
+  return read;
+}
+
+// Maps what `read` read (result: bytes, or -errno) and wakes whoever waits on its pages.
+// Called with the client's lock held.
+void finish_read(Client& client, SwapIn& read, int32_t result, Pager& pager) {
+  bool stalled = false;
+  uint64_t mapped = 0;
+  bool gone = false;
+  if (result != static_cast<int32_t>(read.request.len)) {
+    // Nothing of it is mapped: never hand the application zeros or stale data. Its pages
+    // stay evicted and their threads retry.
+    spdlog::error("client {}: reading pages {}+{} from swap failed: {}", client.identity().pid,
+                  read.first, read.pages, strerror(result < 0 ? -result : EIO));
+    client.counters().io_errors++;
+    pager.swap->note_io_error();
+    stalled = give_up_after_retries(client, read.faults[0], pager);
+  } else if (const uint64_t valid = still_evicted(client, read); valid > 0) {
+    mapped = map_pages(client, read.addr, read.first, valid, read.buffer.get(), read.dirty, pager,
+                       &gone);
+    if (mapped > 0) {
+      if (!client.read_failures.empty()) {
+        for (uint64_t page = read.first; page < read.first + mapped; ++page) {
+          if (auto it = client.read_failures.find(page); it != client.read_failures.end()) {
+            if (it->second >= kReadAttempts) {
+              spdlog::warn("client {}: page {} read from swap after {} failed tries",
+                           client.identity().pid, page, it->second);
+            }
+            client.read_failures.erase(it);
+          }
+        }
+      }
+      client.counters().major_faults++;
+      client.counters().bytes_read += read.pages * kPageSize;
+      client.counters().prefetched_pages += mapped - 1;
+    }
+  }
+  for (uint64_t p = read.first; p < read.first + read.pages; ++p) {
+    if (auto marked = client.reading.find(p);
+        marked != client.reading.end() && marked->second == read.id) {
+      client.reading.erase(marked);
+    }
+  }
+  if (gone) return;
+  // The COPY woke the waiters of the pages it filled. Those of the rest (faults on pages
+  // of this read taken while it was in flight included) fault again, except the threads
+  // of a stalled page, which retry_stalled_reads wakes.
+  const uint64_t first_unwoken = stalled ? 1 : mapped;
+  if (first_unwoken < read.pages) {
+    wake(client, read.addr + first_unwoken * kPageSize, (read.pages - first_unwoken) * kPageSize);
+  }
+  const auto now = Clock::now();
+  for (const WaitingFault& f : read.faults) client.counters().fault_latency.record(now - f.started);
+  // Read-ahead may have used the room the watermarks keep: start reclaim early rather
+  // than make the next fault wait for it.
+  if (const uint64_t limit = client.limit_pages();
+      limit != 0 && pager.reclaimer != nullptr &&
+      client.pages.resident_pages() > Reclaimer::high_watermark(limit)) {
+    pager.reclaimer->wake();
+  }
 }
 
 // Reads evicted pages back for a group of major faults: one read per faulting page with
-// its read-ahead, all submitted at once, and one UFFDIO_COPY per read. A read fault maps
-// its run write-protected and keeps the swap slots, so the pages can be evicted again
-// with no write while they stay clean. A write fault maps its run writable and frees the
-// slots: a thread writing its way through would otherwise take one write-protect fault
-// per read-ahead page (measured: half the throughput of sequential read-modify-write).
-// The lock is released during the reads: only this thread changes the state of this
-// client's evicted pages (its events are handled by one thread at a time), but every page
-// is checked again afterwards anyway.
+// its read-ahead, and one UFFDIO_COPY per read. The reads go to the swap-in queue, which
+// maps each when it completes, so this thread goes on with the client's next events;
+// reads the queue cannot take are done here, with the lock released during the I/O.
+// A read fault maps its run write-protected and keeps the swap slots, so the pages can be
+// evicted again with no write while they stay clean. A write fault maps its run writable
+// and frees the slots: a thread writing its way through would otherwise take one
+// write-protect fault per read-ahead page (measured: half the throughput of sequential
+// read-modify-write).
 void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<MajorFault>& faults,
              Pager& pager) {
   make_room(lock, client, faults.size(), pager);
@@ -305,105 +362,48 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
             [](const MajorFault& a, const MajorFault& b) { return a.page < b.page; });
   uint64_t spare = kMaxPrefetchPerGroup;
   if (const uint64_t limit = client.limit_pages(); limit != 0) {
-    const uint64_t after = client.pages.resident_pages() + faults.size();
+    const uint64_t after = client.pages.resident_pages() + client.reading.size() + faults.size();
     spare = std::min(spare, limit > after ? limit - after : 0);
   }
-  std::vector<Run> runs;
-  uint64_t total = 0;
-  for (size_t i = 0; i < faults.size(); ++i) {
-    MajorFault& f = faults[i];
-    if (!runs.empty() && f.page < runs.back().first + runs.back().pages) {
-      f.run = runs.size() - 1;  // another thread's read covers it
+  std::vector<std::unique_ptr<SwapIn>> reads;
+  for (const MajorFault& f : faults) {
+    if (client.reading.contains(f.page)) {
+      // A read in flight (this group's or an earlier one) covers it and wakes it.
+      if (!reads.empty() && f.page < reads.back()->first + reads.back()->pages) {
+        reads.back()->faults.push_back({f.addr, f.page, f.started});
+      }
       continue;
     }
     const Segment* segment = client.address_map.find(f.addr);
-    // Restored or freed while we waited for room; it refaults if it needs to.
-    if (segment == nullptr || client.pages.state(f.page) != PageState::kEvicted) continue;
-    runs.push_back(plan_run(client, f, *segment, i, &spare));
-    f.run = runs.size() - 1;
-    total += runs.back().pages;
-  }
-
-  unsigned char* buffer = read_buffer(total);
-  std::vector<kernel::IoRequest> reads;
-  reads.reserve(runs.size());
-  bool read_ok = buffer != nullptr;
-  if (read_ok && !runs.empty()) {
-    unsigned char* next = buffer;
-    for (Run& run : runs) {
-      run.buffer = next;
-      next += run.pages * kPageSize;
-      reads.push_back({pager.swap->fd(), run.buffer, static_cast<uint32_t>(run.pages * kPageSize),
-                       SwapSpace::slot_offset(run.cluster, run.first), false});
-    }
-    lock.unlock();
-    auto ran = pager.swap->run(reads);
-    lock.lock();
-    if (!ran) {
-      spdlog::error("client {}: swap I/O: {}", client.identity().pid, ran.error().message());
-      read_ok = false;
-    }
-  } else if (!read_ok) {
-    spdlog::error("client {}: no memory for a swap read buffer", client.identity().pid);
-  }
-
-  bool gone = false;
-  for (size_t r = 0; r < runs.size() && !gone; ++r) {
-    Run& run = runs[r];
-    const kernel::IoRequest* read = read_ok ? &reads[r] : nullptr;
-    if (read == nullptr || read->result != static_cast<int32_t>(read->len)) {
-      // Nothing of the run is mapped: never hand the application zeros or stale data.
-      // Its pages stay evicted and the thread retries.
-      spdlog::error("client {}: reading pages {}+{} from swap failed: {}", client.identity().pid,
-                    run.first, run.pages,
-                    read != nullptr ? strerror(read->result < 0 ? -read->result : EIO) : "no read");
-      client.counters().io_errors++;
-      pager.swap->note_io_error();
-      if (read != nullptr && give_up_after_retries(client, faults[run.owner], pager)) {
-        run.stalled = true;
-      }
+    // Restored or freed while we waited for room: it faults again if it needs to.
+    if (segment == nullptr || client.pages.state(f.page) != PageState::kEvicted) {
+      wake(client, f.addr, kPageSize);
       continue;
     }
-    const uint64_t valid = still_evicted(client, run);
-    if (valid == 0) continue;
-    const uint64_t mapped = map_pages(client, run.addr, run.first, valid, run.buffer,
-                                      faults[run.owner].write, pager, &gone);
-    run.mapped = mapped;
-    if (mapped == 0) continue;
-    if (!client.read_failures.empty()) {
-      for (uint64_t page = run.first; page < run.first + mapped; ++page) {
-        if (auto it = client.read_failures.find(page); it != client.read_failures.end()) {
-          if (it->second >= kReadAttempts) {
-            spdlog::warn("client {}: page {} read from swap after {} failed tries",
-                         client.identity().pid, page, it->second);
-          }
-          client.read_failures.erase(it);
-        }
-      }
-    }
-    client.counters().major_faults++;
-    client.counters().bytes_read += run.pages * kPageSize;
-    client.counters().prefetched_pages += mapped - 1;
-  }
-  if (gone) return;
-
-  const auto now = Clock::now();
-  for (const MajorFault& f : faults) {
-    // A COPY that filled the page woke its waiters; every other thread retries, except
-    // those of a stalled page, which retry_stalled_reads wakes.
-    const bool stalled =
-        f.run != SIZE_MAX && runs[f.run].stalled && client.stalled_reads.contains(f.page);
-    if (!stalled && (f.run == SIZE_MAX || f.page >= runs[f.run].first + runs[f.run].mapped)) {
+    auto read = plan_read(client, f, *segment, &spare, pager);
+    if (!read) {
+      spdlog::error("client {}: no memory for a swap read buffer", client.identity().pid);
+      client.counters().fault_errors++;
       wake(client, f.addr, kPageSize);
+      continue;
     }
-    client.counters().fault_latency.record(now - f.started);
+    reads.push_back(std::move(read));
   }
-  // Read-ahead may have used the room the watermarks keep: start reclaim early rather
-  // than make the next fault wait for it.
-  if (const uint64_t limit = client.limit_pages();
-      limit != 0 && pager.reclaimer != nullptr &&
-      client.pages.resident_pages() > Reclaimer::high_watermark(limit)) {
-    pager.reclaimer->wake();
+
+  std::vector<std::unique_ptr<SwapIn>> synchronous;
+  for (auto& read : reads) {
+    if (pager.swap_in != nullptr) read = pager.swap_in->submit(std::move(read));
+    if (read) synchronous.push_back(std::move(read));
+  }
+  if (synchronous.empty()) return;
+  std::vector<kernel::IoRequest> requests;
+  for (const auto& read : synchronous) requests.push_back(read->request);
+  lock.unlock();
+  auto ran = pager.swap->run(requests);
+  lock.lock();
+  if (!ran) spdlog::error("client {}: swap I/O: {}", client.identity().pid, ran.error().message());
+  for (size_t i = 0; i < synchronous.size(); ++i) {
+    finish_read(client, *synchronous[i], ran ? requests[i].result : -EIO, pager);
   }
 }
 
@@ -474,6 +474,10 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
 // are being punched and read as zero from now on. Swap slots of evicted pages are freed;
 // pages being evicted keep their slot until the eviction notices.
 void forget_pages(Client& client, uint64_t first, uint64_t count, SwapDevice* swap) {
+  // Reads in flight must not map what they read for these pages.
+  if (!client.reading.empty()) {
+    std::erase_if(client.reading, [&](const auto& marked) { return marked.first - first < count; });
+  }
   client.pages.for_each_nonempty(first, count, [&](uint64_t page, PageState state) {
     if (is_resident(state)) client.policy->on_gone(page);
     if (state == PageState::kEvicted || state == PageState::kResidentClean) {
@@ -510,6 +514,12 @@ void drop_slot(Client& client, uint64_t page, SwapDevice* swap) {
   if (client.pages.drop_slot(page) > 0 || cluster == PageTable::kNoCluster) return;
   if (swap != nullptr) swap->release_cluster(cluster);
   client.pages.set_cluster(page, PageTable::kNoCluster);
+}
+
+void finish_swap_in(SwapIn& read, int32_t result, Pager& pager) {
+  Client& client = *read.client;
+  std::lock_guard lock(client.mu);
+  finish_read(client, read, result, pager);
 }
 
 void retry_stalled_reads(Client& client) {

@@ -15,16 +15,25 @@ namespace extmem::daemon {
 
 class SwapDevice;
 class Reclaimer;
+class SwapInQueue;
+struct SwapIn;
 
 struct Pager {
   SwapDevice* swap = nullptr;  // none: limits cannot be enforced
   Reclaimer* reclaimer = nullptr;
   // UFFDIO_POISON works: unreadable pages raise SIGBUS rather than wait for the device.
   bool can_poison = false;
+  // Where swap-in reads go to complete without holding a fault thread; none: they are
+  // read synchronously.
+  SwapInQueue* swap_in = nullptr;
 };
 
 // Handles a batch of events read from the client's userfaultfd, in order.
 void handle_events(Client& client, std::span<const uffd_msg> events, Pager& pager);
+
+// Maps a swap-in read that completed with `result` (bytes, or -errno): the swap-in
+// queue's thread calls it.
+void finish_swap_in(SwapIn& read, int32_t result, Pager& pager);
 
 // Wakes the threads waiting on pages that could neither be read nor poisoned, so that
 // their faults try the read again (called about once a second).

@@ -62,14 +62,17 @@ Result<void> SwapDevice::run(std::span<kernel::IoRequest> requests) {
     ring.emplace(std::move(*created));
   }
   auto ran = ring->submit_and_wait(requests);
-  std::error_code ignored;
-  if (ran && injected_ != Injected::kNone &&
-      (injected_while_.empty() || std::filesystem::exists(injected_while_, ignored))) {
-    for (kernel::IoRequest& r : requests) {
-      if (r.write == (injected_ == Injected::kWrites)) r.result = -EIO;
-    }
+  if (ran && injected_ != Injected::kNone) {
+    for (kernel::IoRequest& r : requests) r.result = completed(r.write, r.result);
   }
   return ran;
+}
+
+int32_t SwapDevice::completed(bool write, int32_t result) const {
+  if (injected_ == Injected::kNone || write != (injected_ == Injected::kWrites)) return result;
+  std::error_code ignored;
+  return injected_while_.empty() || std::filesystem::exists(injected_while_, ignored) ? -EIO
+                                                                                      : result;
 }
 
 }  // namespace extmem::daemon

@@ -47,6 +47,9 @@ class SwapDevice {
   // device "recovers" when a test removes it). Set from EXTMEMD_TEST_FAIL_SWAP=read|write
   // and EXTMEMD_TEST_FAIL_SWAP_WHILE=PATH.
   enum class Injected { kNone, kReads, kWrites };
+  // The result of a request that completed with `result`, failures injected. run()
+  // applies it; requests started elsewhere (the swap-in queue) must too.
+  int32_t completed(bool write, int32_t result) const;
   void inject_failures(Injected which, std::string while_exists) {
     injected_ = which;
     injected_while_ = std::move(while_exists);

@@ -95,6 +95,62 @@ Result<void> IoRing::submit_and_wait(std::span<IoRequest> requests) noexcept {
   return {};
 }
 
+Result<void> IoRing::submit(const IoRequest& request, uint64_t tag) noexcept {
+  if (!ring_) return Error::make(EBADF, "io_uring: ring was moved from");
+  if (broken_) return Error::make(EIO, "io_uring: ring failed earlier");
+  if (async_in_flight_->load(std::memory_order_acquire) >= entries_) {
+    return Error::make(EBUSY, "io_uring: %u requests in flight", entries_);
+  }
+  io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
+  if (sqe == nullptr) return Error::make(EBUSY, "io_uring: submission ring full");
+  if (request.write) {
+    io_uring_prep_write(sqe, request.fd, request.buf, request.len, request.offset);
+  } else {
+    io_uring_prep_read(sqe, request.fd, request.buf, request.len, request.offset);
+  }
+  io_uring_sqe_set_data64(sqe, tag);
+  return submit_prepared();
+}
+
+Result<void> IoRing::submit_nop(uint64_t tag) noexcept {
+  if (!ring_) return Error::make(EBADF, "io_uring: ring was moved from");
+  if (broken_) return Error::make(EIO, "io_uring: ring failed earlier");
+  io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
+  if (sqe == nullptr) return Error::make(EBUSY, "io_uring: submission ring full");
+  io_uring_prep_nop(sqe);
+  io_uring_sqe_set_data64(sqe, tag);
+  return submit_prepared();
+}
+
+Result<void> IoRing::submit_prepared() noexcept {
+  async_in_flight_->fetch_add(1, std::memory_order_acq_rel);
+  int ret;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    ret = io_uring_submit(ring_.get());
+    if (ret >= 0) return {};
+    if (ret != -EINTR && ret != -EAGAIN) break;
+  }
+  // The entry stays in the submission ring, and its caller, told it failed, reuses its
+  // buffer: nothing may ever submit it, so the ring takes no more work.
+  async_in_flight_->fetch_sub(1, std::memory_order_acq_rel);
+  broken_ = true;
+  return Error::make(-ret, "io_uring_submit");
+}
+
+Result<IoRing::Completion> IoRing::wait_completion() noexcept {
+  if (!ring_) return Error::make(EBADF, "io_uring: ring was moved from");
+  io_uring_cqe* cqe = nullptr;
+  int ret;
+  do {
+    ret = io_uring_wait_cqe(ring_.get(), &cqe);
+  } while (ret == -EINTR);
+  if (ret < 0) return Error::make(-ret, "io_uring_wait_cqe");
+  Completion done{cqe->user_data, cqe->res};
+  io_uring_cqe_seen(ring_.get(), cqe);
+  async_in_flight_->fetch_sub(1, std::memory_order_acq_rel);
+  return done;
+}
+
 void IoRing::drain(unsigned in_flight, std::span<IoRequest> requests) noexcept {
   while (in_flight > 0) {
     io_uring_cqe* cqe;

@@ -448,7 +448,8 @@ void disconnect_everywhere(const Daemon& daemon) {
 
 TEST(HostileClients, AreRefusedWithReasonsAndLeaveNothingBehind) {
   ScratchDir dir;
-  Daemon daemon(dir, {"--swap", dir.file("swapfile"), "--swap-size", "256M"});
+  // Lends the device, so that dying while holding it is one of the steps.
+  Daemon daemon(dir, {"--swap", dir.file("swapfile"), "--swap-size", "256M", "--lend-uffd"});
   const size_t baseline = open_fds(daemon.pid()).size();
 
   // Clients that stop talking time out (5 s) while the others below are handled.

@@ -190,6 +190,48 @@ TEST_F(IoRingTest, RunsABatchLargerThanTheRing) {
   EXPECT_EQ(memcmp(out.get(), in.get(), out.bytes()), 0);
 }
 
+// Asynchronous use: requests started one by one are reaped with their own tags and
+// results, a full ring says EBUSY instead of queueing, and a no-op reaches the reaper.
+TEST_F(IoRingTest, AsynchronousReadsCompleteWithTheirTags) {
+  SwapFile file = OpenSwap(4 * kMiB);
+  auto ring = IoRing::create(4);
+  ASSERT_TRUE(ring.ok()) << ring.error().message();
+  constexpr size_t kCount = 4;
+  Buffer out(kCount * kPage);
+  Buffer in(kCount * kPage);
+  for (size_t i = 0; i < kCount; ++i) {
+    FillPage(out.page(i), i * 5, 3);
+    ASSERT_EQ(pwrite(file.fd(), out.page(i), kPage, static_cast<off_t>(i * 5 * kPage)),
+              static_cast<ssize_t>(kPage));
+  }
+  std::vector<IoRequest> reads;
+  for (size_t i = 0; i < kCount; ++i) {
+    reads.push_back(Request(file.fd(), in.page(i), kPage, i * 5 * kPage, false));
+  }
+  for (size_t i = 0; i < kCount; ++i) ASSERT_TRUE(ring->submit(reads[i], 100 + i).ok());
+  auto full = ring->submit(reads[0], 999);
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.error().code(), EBUSY);
+
+  std::vector<bool> seen(kCount, false);
+  for (size_t n = 0; n < kCount; ++n) {
+    auto done = ring->wait_completion();
+    ASSERT_TRUE(done.ok()) << done.error().message();
+    ASSERT_GE(done->tag, 100u);
+    ASSERT_LT(done->tag, 100u + kCount);
+    EXPECT_EQ(done->result, static_cast<int32_t>(kPage));
+    EXPECT_FALSE(seen[done->tag - 100]) << "reaped twice";
+    seen[done->tag - 100] = true;
+  }
+  EXPECT_EQ(memcmp(out.get(), in.get(), out.bytes()), 0);
+
+  ASSERT_TRUE(ring->submit_nop(7).ok()) << "the reaped requests made room";
+  auto nop = ring->wait_completion();
+  ASSERT_TRUE(nop.ok());
+  EXPECT_EQ(nop->tag, 7u);
+  EXPECT_EQ(nop->result, 0);
+}
+
 TEST_F(IoRingTest, ReadPastTheEndIsShortNotAnError) {
   SwapFile file = OpenSwap(2 * kMiB);
   auto ring = IoRing::create(8);

@@ -1,0 +1,80 @@
+#include "fault/swap_in_queue.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "swap/swap_device.hpp"
+
+namespace extmem::daemon {
+
+namespace {
+// The tag of the no-op that wakes the reaper to stop; reads are tagged by address.
+constexpr uint64_t kStopTag = 0;
+}  // namespace
+
+Result<std::unique_ptr<SwapInQueue>> SwapInQueue::start(unsigned entries, Pager pager) {
+  auto ring = kernel::IoRing::create(entries);
+  if (!ring) return ring.error();
+  std::unique_ptr<SwapInQueue> queue(new SwapInQueue(std::move(*ring), pager));
+  queue->reaper_ = std::thread([q = queue.get()] { q->run(); });
+  return queue;
+}
+
+SwapInQueue::SwapInQueue(kernel::IoRing ring, Pager pager)
+    : ring_(std::move(ring)), pager_(pager) {}
+
+SwapInQueue::~SwapInQueue() {
+  stop();
+}
+
+std::unique_ptr<SwapIn> SwapInQueue::submit(std::unique_ptr<SwapIn> read) {
+  std::lock_guard lock(submit_mu_);
+  if (stopping_) return read;
+  in_flight_.fetch_add(1, std::memory_order_relaxed);
+  auto started = ring_.submit(read->request, reinterpret_cast<uint64_t>(read.get()));
+  if (!started) {
+    in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    if (started.error().code() != EBUSY) {
+      spdlog::error("swap-in queue: {}; reading synchronously from now on",
+                    started.error().message());
+      stopping_ = true;
+    }
+    return read;
+  }
+  read.release();  // the reaper owns it now
+  return nullptr;
+}
+
+void SwapInQueue::stop() {
+  {
+    std::lock_guard lock(submit_mu_);
+    if (!reaper_.joinable()) return;
+    stopping_ = true;
+    // The reaper leaves once it has seen this and finished every read in flight.
+    if (auto nop = ring_.submit_nop(kStopTag); !nop) {
+      spdlog::critical("swap-in queue: cannot stop its thread: {}", nop.error().message());
+      reaper_.detach();
+      return;
+    }
+  }
+  reaper_.join();
+}
+
+void SwapInQueue::run() {
+  bool stop_asked = false;
+  while (!stop_asked || in_flight_.load(std::memory_order_relaxed) > 0) {
+    auto done = ring_.wait_completion();
+    if (!done) {
+      spdlog::critical("swap-in queue: {}", done.error().message());
+      return;
+    }
+    if (done->tag == kStopTag) {
+      stop_asked = true;
+      continue;
+    }
+    std::unique_ptr<SwapIn> read(reinterpret_cast<SwapIn*>(done->tag));
+    finish_swap_in(*read, pager_.swap->completed(false, done->result), pager_);
+    in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace extmem::daemon
