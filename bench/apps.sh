@@ -54,7 +54,7 @@ for b in daemon/extmemd shim/libextmem.so tests/extmem-kvload ctl/extmemctl; do
 done
 
 WORK=$(mktemp -d /var/tmp/extmem-apps.XXXXXX)
-DAEMON_PID= SERVER_PID= KSWAP_ON=0 CG=
+DAEMON_PID='' SERVER_PID='' KSWAP_ON=0 CG=''
 CG_ROOT=$(awk '$3 == "cgroup" && $4 ~ /(^|,)memory(,|$)/ { print $2; exit }' /proc/mounts)
 
 stop_pid() {  # SIGTERM, then SIGKILL after 20 s

@@ -13,8 +13,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <optional>
-#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -121,7 +121,7 @@ class Server {
     result_ = wait_process(started_, std::chrono::seconds(20));
     return result_;
   }
-  std::string describe_now() { return "--- server\n" + describe(stop()); }
+  std::string stop_and_describe() { return "--- server\n" + describe(stop()); }
 
  private:
   std::string socket_path_;
@@ -203,16 +203,16 @@ void load_verify_and_expect_paged(const ScratchDir& dir, const Daemon& daemon, S
   ASSERT_GE(data.bytes(), 3 * kLimit);
   Sampler sampler(daemon, server.pid());
   ProcessResult load = kvload(dir, server, data, "load");
-  ASSERT_EQ(load.exit_code, 0) << describe(load) << server.describe_now();
+  ASSERT_EQ(load.exit_code, 0) << describe(load) << server.stop_and_describe();
   ProcessResult verify = kvload(dir, server, data, "verify");
   sampler.finish();
-  ASSERT_EQ(verify.exit_code, 0) << describe(verify) << server.describe_now();
+  ASSERT_EQ(verify.exit_code, 0) << describe(verify) << server.stop_and_describe();
   EXPECT_NE(verify.out.find("mismatches 0 missing 0"), std::string::npos) << verify.out;
 
   auto stub = connect_control(daemon);
   auto stats = client_stats(*stub, server.pid());
   ASSERT_TRUE(stats.has_value()) << "the server is not a client of extmemd\n"
-                                 << server.describe_now() << "\n--- daemon log\n"
+                                 << server.stop_and_describe() << "\n--- daemon log\n"
                                  << daemon.log();
   ASSERT_GT(sampler.samples(), 1);
   EXPECT_LE(sampler.max_resident(), kLimit + kResidentSlack);
@@ -223,7 +223,7 @@ void load_verify_and_expect_paged(const ScratchDir& dir, const Daemon& daemon, S
   EXPECT_EQ(stats->counters().io_errors(), 0u) << stats->DebugString();
   // The values are in managed memory, not beside it: the process never held half of them.
   EXPECT_LT(sampler.max_rss(), data.bytes() / 2);
-  EXPECT_TRUE(server.running()) << server.describe_now();
+  EXPECT_TRUE(server.running()) << server.stop_and_describe();
 }
 
 // Persistence off: no save points (a BGSAVE forks; see RedisBackgroundSave...).
@@ -253,7 +253,8 @@ TEST(Applications, RedisHoldsFourTimesItsLimitAndReadsEveryValueBack) {
   Daemon daemon(dir, daemon_args(dir));
   const std::string socket = dir.file("redis.sock");
   Server server(dir, daemon, {redis, write_redis_config(dir, socket)}, socket, kRedisEnv);
-  ASSERT_TRUE(server.wait_ready()) << server.describe_now() << "\n--- daemon log\n" << daemon.log();
+  ASSERT_TRUE(server.wait_ready()) << server.stop_and_describe() << "\n--- daemon log\n"
+                                   << daemon.log();
   load_verify_and_expect_paged(dir, daemon, server, kRedisData);
 }
 
@@ -268,8 +269,9 @@ TEST(Applications, MemcachedHoldsFourTimesItsLimitAndReadsEveryValueBack) {
   Server server(dir, daemon,
                 {memcached, "-u", "root", "-s", socket, "-a", "0700", "-m", "1024", "-t", "2"},
                 socket, {});
-  ASSERT_TRUE(server.wait_ready()) << server.describe_now() << "\n--- daemon log\n" << daemon.log();
-  load_verify_and_expect_paged(dir, daemon, server, {"memcached", 65536, 4000});  // 250 MiB
+  ASSERT_TRUE(server.wait_ready()) << server.stop_and_describe() << "\n--- daemon log\n"
+                                   << daemon.log();
+  load_verify_and_expect_paged(dir, daemon, server, {"memcached", 16384, 16000});  // 250 MiB
 }
 
 ProcessResult redis_cli(const ScratchDir& dir, const std::string& socket,
@@ -292,9 +294,9 @@ TEST(Applications, RedisBackgroundSaveFailsButTheServerKeepsItsDataAndSaveWorks)
   Daemon daemon(dir, daemon_args(dir));
   const std::string socket = dir.file("redis.sock");
   Server server(dir, daemon, {redis, write_redis_config(dir, socket)}, socket, kRedisEnv);
-  ASSERT_TRUE(server.wait_ready()) << server.describe_now();
+  ASSERT_TRUE(server.wait_ready()) << server.stop_and_describe();
   const Dataset data{"redis", 2048, 16 * 1024 - 6};  // 32 MiB
-  ASSERT_EQ(kvload(dir, server, data, "load").exit_code, 0) << server.describe_now();
+  ASSERT_EQ(kvload(dir, server, data, "load").exit_code, 0) << server.stop_and_describe();
 
   ProcessResult bgsave = redis_cli(dir, socket, {"BGSAVE"});
   ASSERT_EQ(bgsave.exit_code, 0) << describe(bgsave);
