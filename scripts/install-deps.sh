@@ -8,6 +8,7 @@ packages=(
   libtomlplusplus-dev
   liburing-dev libspdlog-dev libboost-dev libgtest-dev libgmock-dev
   util-linux procps systemd
+  redis-server redis-tools memcached  # tests/integration/applications_test.cpp, bench/apps.sh
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,7 @@
 // untouched. Every export is noexcept and reports errors through errno, as libc does.
 #include <dlfcn.h>
 #include <errno.h>
+#include <gnu/lib-names.h>
 #include <malloc.h>
 #include <stdarg.h>
 #include <sys/mman.h>
@@ -33,7 +34,12 @@ using UsableSizeFn = size_t (*)(void*);
 UsableSizeFn g_libc_usable_size = nullptr;
 
 [[gnu::constructor(101)]] void start_shim() {
-  g_libc_usable_size = reinterpret_cast<UsableSizeFn>(dlsym(RTLD_NEXT, "malloc_usable_size"));
+  // glibc's own, to match __libc_malloc: the next definition may be another allocator's
+  // (redis links jemalloc, whose malloc_usable_size crashes on a glibc pointer).
+  if (void* libc = dlopen(LIBC_SO, RTLD_LAZY | RTLD_NOLOAD)) {
+    g_libc_usable_size = reinterpret_cast<UsableSizeFn>(dlsym(libc, "malloc_usable_size"));
+    dlclose(libc);
+  }
   initialize();
 }
 

@@ -221,6 +221,17 @@ void expect_daemon_still_serves(const ScratchDir& dir, const Daemon& daemon) {
   EXPECT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
 }
 
+// An application linked with another allocator (redis links jemalloc) sees that
+// allocator's malloc_usable_size next to the shim; the shim must answer for the libc
+// blocks it hands out with glibc's (it used the next definition: redis crashed at start).
+TEST(Skeleton, UsableSizeOfLibcBlocksIsGlibcsWhenTheAppLinksAnotherAllocator) {
+  ScratchDir dir;
+  Daemon daemon(dir, {});
+  ProcessResult r = run_process(dir, {EXTMEM_USABLE_SIZE_PATH}, client_options(daemon));
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("usable ok"), std::string::npos) << describe(r);
+}
+
 TEST(Handshake, GarbageIsRejectedWithAReason) {
   ScratchDir dir;
   Daemon daemon(dir);
