@@ -68,6 +68,10 @@ TEST(Paging, IntegrityWithWorkingSetFourTimesTheLimitFifo) {
   expect_integrity("fifo", "10");
 }
 
+TEST(Paging, IntegrityWithWorkingSetFourTimesTheLimitFrontier) {
+  expect_integrity("frontier", "10");
+}
+
 TEST(Paging, WritesToPagesBeingEvictedAreNeverLost) {
   ScratchDir dir;
   Daemon daemon(dir, daemon_args(dir));
