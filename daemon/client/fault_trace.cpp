@@ -2,6 +2,8 @@
 
 #include <cerrno>
 
+#include <spdlog/spdlog.h>
+
 namespace extmem::daemon {
 namespace {
 
@@ -68,6 +70,7 @@ Result<std::vector<FaultRecord>> decode_fault_trace(std::string_view bytes) {
 Result<std::unique_ptr<FaultTraceFile>> FaultTraceFile::create(const std::string& dir, int pid) {
   const std::string path = dir + "/faults-" + std::to_string(pid) + ".trace";
   std::unique_ptr<FaultTraceFile> file(new FaultTraceFile());
+  file->path_ = path;
   file->out_.open(path, std::ios::binary | std::ios::trunc);
   if (!file->out_) return Error::make(errno != 0 ? errno : EIO, "cannot create %s", path.c_str());
   return file;
@@ -83,8 +86,14 @@ void FaultTraceFile::add(const FaultRecord& r) {
 }
 
 void FaultTraceFile::flush() {
-  out_.write(encoder_.bytes().data(), static_cast<std::streamsize>(encoder_.bytes().size()));
-  out_.flush();
+  if (!failed_) {
+    out_.write(encoder_.bytes().data(), static_cast<std::streamsize>(encoder_.bytes().size()));
+    out_.flush();
+    if (!out_) {
+      failed_ = true;
+      spdlog::warn("writing the fault trace {} failed; the rest of it is dropped", path_);
+    }
+  }
   encoder_.bytes().clear();
 }
 

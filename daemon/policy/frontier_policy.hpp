@@ -6,9 +6,9 @@
 //
 // Streams. A page that becomes resident or is accessed right after the head of a
 // candidate stream advances it; kConfirm pages in a row confirm it. A confirmed stream
-// advances to any page at most kGap past its head (it skips pages already resident). Pages that
-// become resident on a confirmed stream are stream pages; all others go to an embedded
-// ClockPolicy. Candidates sit in 256 slots by page region, so a random fault displaces a
+// advances to any page at most kGap past its head (it skips pages already resident).
+// Pages that become resident on a confirmed stream are stream pages; all others go to an
+// embedded ClockPolicy. Candidates sit in 256 slots by page region, so a random fault displaces a
 // given one with probability 1/256; confirmed streams are displaced only by newly
 // confirmed ones, least recently advanced first. Random faults between a stream's steps
 // thus rarely make the policy lose it.
@@ -29,6 +29,10 @@
 // (down to kMinGuard, which covers the mechanism's largest read-ahead so that read-ahead
 // pages are never the first victims). On a major fault continuing a confirmed stream the
 // policy asks the mechanism for its largest read-ahead (readahead_hint).
+//
+// Known limitation (measured, docs/POLICIES.md): an array written by a scan and then read
+// at random (PageRank's contributions) loses its freshest pages first; under tight limits
+// CLOCK does better there.
 //
 // Memory: the embedded CLOCK's, plus 4 bits per page of the 512-page chunks holding
 // stream pages and 4 bytes per stream page of guard and stack.

@@ -163,7 +163,7 @@ TEST(Paging, BadLimitsAndPoliciesAreRefusedWithAReason) {
     const char* message;
   };
   const Case cases[] = {
-      {"EXTMEM_POLICY", "nope", "unknown policy 'nope' (known: clock, fifo)"},
+      {"EXTMEM_POLICY", "nope", "unknown policy 'nope' (known: clock, fifo, frontier)"},
       {"EXTMEM_DRAM", "4K", "below the minimum of 1M"},
       {"EXTMEM_DRAM", "lots", "EXTMEM_DRAM=lots is not a size"},
   };
