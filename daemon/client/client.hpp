@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "client/address_map.hpp"
+#include "client/fault_trace.hpp"
 #include "client/latency.hpp"
 #include "client/page_table.hpp"
 #include "client/swap_record.hpp"
@@ -151,6 +152,8 @@ class Client : public std::enable_shared_from_this<Client> {
   SequentialDetector sequential;
   Readahead readahead;
   std::unique_ptr<Policy> policy;
+  // Where this client's faults are recorded (extmemd --record-faults); null: nowhere.
+  std::unique_ptr<FaultTraceFile> fault_trace;
   // Failed swap reads per evicted page, until it is read or poisoned.
   std::unordered_map<uint64_t, uint32_t> read_failures;
   // Pages with a swap-in read in flight, and the id of that read (see SwapIn).

@@ -46,6 +46,11 @@ Result<void> apply_flags(const std::vector<std::string>& args, Options* options)
       options->lend_uffd_device = true;
     } else if (arg == "--no-lend-uffd") {
       options->lend_uffd_device = false;
+    } else if (arg == "--record-faults") {
+      const std::string* v = value();
+      if (v == nullptr || v->empty())
+        return Error::make(EINVAL, "--record-faults needs a directory");
+      options->record_faults_dir = *v;
     } else if (arg == "--config" || arg == "--socket" || arg == "--swap" || arg == "--control") {
       const std::string* v = value();
       if (v == nullptr || v->empty()) return Error::make(EINVAL, "%s needs a path", arg.c_str());
@@ -187,6 +192,8 @@ options:
                          full userfaultfd themselves (default: refuse them)
   --no-lend-uffd         do not lend it, whatever the config file says
   --log-level LEVEL      trace, debug, info, warn, error (default info)
+  --record-faults DIR    write each client's faults to DIR/faults-PID.trace (for the
+                         policy simulator in tests/unit; see docs/POLICIES.md)
   --probe                print the kernel capabilities extmem uses and exit
                          (non-zero when a required one is missing)
   --version              print the version and exit

@@ -71,6 +71,7 @@ struct Options {
   std::string config_path;
 
   // Command-line only.
+  std::string record_faults_dir;  // write each client's fault trace here; empty: none
   bool check_config = false;
   bool probe_only = false;
   bool show_help = false;
@@ -105,6 +106,6 @@ bool parse_octal_mode(std::string_view text, unsigned* mode);  // "0660", "600";
 bool is_log_level(std::string_view level);
 bool is_valid_limit(uint64_t bytes);  // 0 (none) or at least 1M, as the daemon requires
 bool is_known_policy(std::string_view name);
-std::string known_policy_list();  // "clock, fifo"
+std::string known_policy_list();  // "clock, fifo, frontier"
 
 }  // namespace extmem::daemon

@@ -256,10 +256,13 @@ std::unique_ptr<SwapIn> plan_read(Client& client, const MajorFault& fault, const
                                   uint64_t* spare, Pager& pager) {
   const Readahead::Decision d = client.readahead.on_fault(fault.tid, fault.page);
   client.counters().prefetch_hits += d.hits;
+  // The policy may know better (a scan it follows); the per-group cap still applies.
+  const uint64_t window = std::max(
+      d.window, std::min(client.policy->readahead_hint(fault.page), Readahead::kMaxWindow));
   const uint64_t chunk_end = (fault.page / PageTable::kChunkPages + 1) * PageTable::kChunkPages;
   const uint64_t segment_end = (segment.offset + segment.len) / kPageSize;
   const uint64_t end =
-      std::min({fault.page + std::min(d.window, *spare + 1), chunk_end, segment_end});
+      std::min({fault.page + std::min(window, *spare + 1), chunk_end, segment_end});
   uint64_t pages = 1;
   while (fault.page + pages < end &&
          client.pages.state(fault.page + pages) == PageState::kEvicted &&
@@ -424,6 +427,13 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
   const uint64_t page = (segment->offset + (addr - segment->start)) / kPageSize;
   const uint64_t flags = msg.arg.pagefault.flags;
   const PageState state = client.pages.state(page);
+  if (client.fault_trace) {
+    const FaultKind kind = state == PageState::kEmpty                 ? FaultKind::kFirstTouch
+                           : !is_resident(state)                      ? FaultKind::kMajor
+                           : (flags & UFFD_PAGEFAULT_FLAG_MINOR) != 0 ? FaultKind::kMinor
+                                                                      : FaultKind::kWriteProtect;
+    client.fault_trace->add({page, msg.arg.pagefault.feat.ptid, kind});
+  }
   switch (state) {
     case PageState::kEmpty:
       fill_first_touch(lock, client, addr, page, pager);

@@ -40,6 +40,11 @@ class Policy {
   // progresses.
   virtual void scan(size_t want, Scan* out) = 0;
 
+  // How many pages, from the evicted `page` on, the mechanism should read when `page`
+  // faults: a policy that knows the application scans may ask for more read-ahead than
+  // the mechanism's own per-thread detector grants. 0: no opinion. The mechanism caps it.
+  virtual uint64_t readahead_hint(uint64_t /*page*/) const { return 0; }
+
   // Resident pages the policy tracks.
   virtual uint64_t resident_pages() const = 0;
   // Daemon memory the policy uses, in bytes.

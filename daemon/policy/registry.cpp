@@ -4,6 +4,7 @@
 
 #include "policy/clock_policy.hpp"
 #include "policy/fifo_policy.hpp"
+#include "policy/frontier_policy.hpp"
 
 namespace extmem::daemon {
 namespace {
@@ -22,6 +23,7 @@ std::unique_ptr<Policy> make() {
 constexpr std::array kPolicies = {
     Entry{"clock", &make<ClockPolicy>},
     Entry{"fifo", &make<FifoPolicy>},
+    Entry{"frontier", &make<FrontierPolicy>},
 };
 
 }  // namespace

@@ -263,6 +263,14 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
     if (!record) return record.error();
     client->attach_record(std::move(*record));
   }
+  if (!options_.record_faults_dir.empty()) {
+    auto trace = FaultTraceFile::create(options_.record_faults_dir, creds->pid);
+    if (trace) {
+      client->fault_trace = std::move(*trace);
+    } else {
+      spdlog::warn("client {}: not recording faults: {}", creds->pid, trace.error().message());
+    }
+  }
   // Page 0 holds the registration nonce; it stays resident (never offered to the policy).
   client->pages.set_state(0, PageState::kResident);
   if (hello.dram_limit != 0 && swap_ == nullptr) {

@@ -68,6 +68,10 @@ TEST(Paging, IntegrityWithWorkingSetFourTimesTheLimitFifo) {
   expect_integrity("fifo", "10");
 }
 
+TEST(Paging, IntegrityWithWorkingSetFourTimesTheLimitFrontier) {
+  expect_integrity("frontier", "10");
+}
+
 TEST(Paging, WritesToPagesBeingEvictedAreNeverLost) {
   ScratchDir dir;
   Daemon daemon(dir, daemon_args(dir));
@@ -159,7 +163,7 @@ TEST(Paging, BadLimitsAndPoliciesAreRefusedWithAReason) {
     const char* message;
   };
   const Case cases[] = {
-      {"EXTMEM_POLICY", "nope", "unknown policy 'nope' (known: clock, fifo)"},
+      {"EXTMEM_POLICY", "nope", "unknown policy 'nope' (known: clock, fifo, frontier)"},
       {"EXTMEM_DRAM", "4K", "below the minimum of 1M"},
       {"EXTMEM_DRAM", "lots", "EXTMEM_DRAM=lots is not a size"},
   };

@@ -1,0 +1,214 @@
+#include "policy/frontier_policy.hpp"
+
+#include <algorithm>
+
+namespace extmem::daemon {
+namespace {
+
+// Flags of a page in the guard or on the stack (0: not a stream page).
+constexpr uint8_t kResident = 1;
+constexpr uint8_t kStale = 2;  // the page went; its entry is dropped when met
+// Stale entries tolerated beyond half the stream pages before compacting.
+constexpr uint64_t kMinStale = 4096;
+
+bool continues(const FrontierPolicy::Stream& s, uint64_t page) {
+  return s.last_use != 0 && page > s.head && page - s.head <= FrontierPolicy::kGap;
+}
+
+// Candidates live in the slot of their head's kGap-page region, so page p can only
+// continue the candidate in the slot of p or of p - 1.
+size_t region_slot(uint64_t page) {
+  const uint64_t region = page / FrontierPolicy::kGap;
+  return static_cast<size_t>((region * 0x9e3779b97f4a7c15ULL) >> 56) % FrontierPolicy::kCandidates;
+}
+
+}  // namespace
+
+bool FrontierPolicy::observe(uint64_t page) {
+  ++observations_;
+  Stream* confirmed = nullptr;
+  for (Stream& s : streams_) {
+    if (continues(s, page)) confirmed = &s;
+  }
+  if (confirmed != nullptr) {
+    confirmed->head = page;
+    confirmed->last_use = observations_;
+    ++confirmed->run;
+    if (++advances_since_behind_ >= kShrinkPeriod) {
+      advances_since_behind_ = 0;
+      guard_ = std::max(guard_ / 2, kMinGuard);
+    }
+    return true;
+  }
+  // A candidate advances only to the very next page, as the mechanism reports a read's
+  // pages (and a scan's first touches, and its accesses after resets): random faults
+  // almost never do that kConfirm - 1 times in a row.
+  Stream candidate{page, observations_, 1};
+  for (const size_t slot : {region_slot(page), region_slot(page - 1)}) {
+    const Stream& c = candidates_[slot];
+    if (c.last_use == 0 || c.head + 1 != page) continue;
+    candidate.run = c.run + 1;
+    candidates_[slot] = {};
+    break;
+  }
+  if (candidate.run == 1) note_behind(page);
+  if (candidate.run < kConfirm) {
+    candidates_[region_slot(page)] = candidate;
+    return false;
+  }
+  // Confirmed: it displaces the least recently advanced confirmed stream.
+  Stream* slot = &streams_[0];
+  for (Stream& s : streams_) {
+    if (s.last_use < slot->last_use) slot = &s;
+  }
+  *slot = candidate;
+  return true;
+}
+
+void FrontierPolicy::note_behind(uint64_t page) {
+  // Only a stream still moving counts: random faults long after a scan ended near its
+  // last head say nothing about the guard.
+  for (const Stream& s : streams_) {
+    if (s.last_use != 0 && observations_ - s.last_use < guard_ && page < s.head &&
+        s.head - page < 4 * guard_) {
+      guard_ = std::min(guard_ * 2, kMaxGuard);
+      advances_since_behind_ = 0;
+      return;
+    }
+  }
+}
+
+size_t FrontierPolicy::live_streams() const {
+  // A stream that made no step while every stream could have gone through its whole
+  // guard has ended (a scan that came round again is a new stream).
+  const uint64_t idle = 2 * guard_ * kStreams;
+  return static_cast<size_t>(std::count_if(streams_.begin(), streams_.end(), [&](const Stream& s) {
+    return s.last_use != 0 && observations_ - s.last_use < idle;
+  }));
+}
+
+void FrontierPolicy::on_resident(uint64_t page) {
+  const bool on_stream = observe(page);
+  if (const auto h = flags_.find(page)) {
+    const uint8_t flags = flags_.get(*h);
+    if (flags == kResident) return;
+    if (flags == kStale) {
+      // Gone and back before its entry was dropped: the entry serves again.
+      flags_.set(*h, kResident);
+      ++stream_pages_;
+      return;
+    }
+  }
+  if (!on_stream) {
+    clock_.on_resident(page);
+    return;
+  }
+  const PageFlags::Handle h = flags_.add(page);
+  flags_.set(h, kResident);
+  ++stream_pages_;
+  push_guarded(h);
+}
+
+void FrontierPolicy::push_guarded(PageFlags::Handle h) {
+  guarded_.push_back(h);
+  // Never more than a quarter of the resident pages, whatever the streams.
+  const uint64_t limit = std::min<uint64_t>(guard_ * std::max<size_t>(live_streams(), 1),
+                                            std::max<uint64_t>(resident_pages() / 4, 1));
+  while (guarded_.size() > limit) {
+    const PageFlags::Handle old = guarded_.front();
+    guarded_.pop_front();
+    if (flags_.get(old) == kStale) {
+      flags_.set(old, 0);
+    } else {
+      passed_.push_back(old);
+    }
+  }
+}
+
+void FrontierPolicy::on_access(uint64_t page) {
+  observe(page);
+  // Stream pages are never reset, so only CLOCK's pages are reported.
+  clock_.on_access(page);
+}
+
+void FrontierPolicy::on_gone(uint64_t page) {
+  const auto h = flags_.find(page);
+  if (!h || flags_.get(*h) != kResident) {
+    clock_.on_gone(page);
+    return;
+  }
+  flags_.set(*h, kStale);
+  --stream_pages_;
+  const uint64_t stale = guarded_.size() + passed_.size() - stream_pages_;
+  if (stale > stream_pages_ / 2 + kMinStale) compact();
+}
+
+bool FrontierPolicy::pop_victim(Scan* out) {
+  while (!passed_.empty()) {
+    const PageFlags::Handle h = passed_.back();
+    passed_.pop_back();
+    const bool resident = flags_.get(h) == kResident;
+    const uint64_t page = flags_.page(h);
+    flags_.set(h, 0);
+    if (resident) {
+      out->victims.push_back(page);
+      --stream_pages_;
+      return true;
+    }
+  }
+  return false;
+}
+
+void FrontierPolicy::scan(size_t want, Scan* out) {
+  out->victims.clear();
+  out->reset.clear();
+  if (want == 0) return;
+  while (out->victims.size() < want && pop_victim(out)) {
+  }
+  if (out->victims.size() < want && clock_.resident_pages() > 0) {
+    Scan rest;
+    clock_.scan(want - out->victims.size(), &rest);
+    out->victims.insert(out->victims.end(), rest.victims.begin(), rest.victims.end());
+    out->reset = std::move(rest.reset);
+  }
+  // Last resort: the oldest guarded pages.
+  while (out->victims.size() < want && !guarded_.empty()) {
+    const PageFlags::Handle h = guarded_.front();
+    guarded_.pop_front();
+    const bool resident = flags_.get(h) == kResident;
+    const uint64_t page = flags_.page(h);
+    flags_.set(h, 0);
+    if (resident) {
+      out->victims.push_back(page);
+      --stream_pages_;
+    }
+  }
+}
+
+uint64_t FrontierPolicy::readahead_hint(uint64_t page) const {
+  for (const Stream& s : streams_) {
+    if (continues(s, page)) return kHintPages;
+  }
+  return 0;
+}
+
+void FrontierPolicy::compact() {
+  std::erase_if(guarded_, [this](PageFlags::Handle h) {
+    if (flags_.get(h) != kStale) return false;
+    flags_.set(h, 0);
+    return true;
+  });
+  std::erase_if(passed_, [this](PageFlags::Handle h) {
+    if (flags_.get(h) != kStale) return false;
+    flags_.set(h, 0);
+    return true;
+  });
+  passed_.shrink_to_fit();
+}
+
+uint64_t FrontierPolicy::memory_bytes() const {
+  return sizeof(*this) - sizeof(clock_) + clock_.memory_bytes() + flags_.memory_bytes() +
+         ring_bytes(guarded_) + ring_bytes(passed_);
+}
+
+}  // namespace extmem::daemon

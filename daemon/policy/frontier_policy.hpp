@@ -1,0 +1,102 @@
+// FRONTIER: for applications that scan large arrays over and over (PageRank, iterative
+// solvers) while also touching other pages at random. ExtMem's PageRank policy,
+// generalised: it finds the scanning streams in the page numbers it is told about, keeps
+// a window of pages around each stream's head (the frontier), evicts pages the streams
+// have passed, and leaves every other page to CLOCK.
+//
+// Streams. A page that becomes resident or is accessed right after the head of a
+// candidate stream advances it; kConfirm pages in a row confirm it. A confirmed stream
+// advances to any page at most kGap past its head (it skips pages already resident).
+// Pages that become resident on a confirmed stream are stream pages; all others go to an
+// embedded ClockPolicy. Candidates sit in 256 slots by page region, so a random fault displaces a
+// given one with probability 1/256; confirmed streams are displaced only by newly
+// confirmed ones, least recently advanced first. Random faults between a stream's steps
+// thus rarely make the policy lose it.
+//
+// Victims. Stream pages enter a FIFO guard of `guard` pages per live stream (at most a
+// quarter of the resident pages): the pages just behind each head (and any read ahead of
+// it) are kept. Leaving the guard they are
+// pushed on a stack of passed pages, and victims are taken from its top: the pages a
+// stream passed most recently are needed last when the scan comes round again, so a
+// cyclic scan larger than memory keeps its first part resident instead of missing on
+// every page as under LRU. Only when no passed page is left does CLOCK choose among the
+// other pages (and, last, the oldest guarded page), so randomly used pages outlive
+// scanned ones.
+//
+// Adaptive window. A page that becomes resident less than 4 guards behind a confirmed
+// head means the application came back to pages the policy just evicted: the guard
+// doubles (up to kMaxGuard). Every kShrinkPeriod stream advances without that, it halves
+// (down to kMinGuard, which covers the mechanism's largest read-ahead so that read-ahead
+// pages are never the first victims). On a major fault continuing a confirmed stream the
+// policy asks the mechanism for its largest read-ahead (readahead_hint).
+//
+// Known limitation (measured, docs/POLICIES.md): an array written by a scan and then read
+// at random (PageRank's contributions) loses its freshest pages first; under tight limits
+// CLOCK does better there.
+//
+// Memory: the embedded CLOCK's, plus 4 bits per page of the 512-page chunks holding
+// stream pages and 4 bytes per stream page of guard and stack.
+#pragma once
+
+#include <array>
+#include <vector>
+
+#include "policy/clock_policy.hpp"
+#include "policy/page_flags.hpp"
+#include "policy/policy.hpp"
+
+namespace extmem::daemon {
+
+class FrontierPolicy final : public Policy {
+ public:
+  static constexpr uint64_t kGap = 64;  // pages a stream may skip (already resident ones)
+  static constexpr uint32_t kConfirm = 4;
+  static constexpr size_t kStreams = 8;  // confirmed streams followed at once
+  // Slots for unconfirmed ones, by region: a random fault displaces a given candidate
+  // with probability 1/kCandidates.
+  static constexpr size_t kCandidates = 256;
+  static constexpr uint64_t kMinGuard = 512;
+  static constexpr uint64_t kMaxGuard = 16384;
+  static constexpr uint64_t kShrinkPeriod = uint64_t{1} << 16;
+  static constexpr uint64_t kHintPages = 256;
+
+  std::string_view name() const override { return "frontier"; }
+  void on_resident(uint64_t page) override;
+  void on_access(uint64_t page) override;
+  void on_gone(uint64_t page) override;
+  void scan(size_t want, Scan* out) override;
+  uint64_t readahead_hint(uint64_t page) const override;
+  uint64_t resident_pages() const override { return stream_pages_ + clock_.resident_pages(); }
+  uint64_t memory_bytes() const override;
+
+  // For tests and stats: the guard per stream, and the confirmed streams live now.
+  uint64_t guard() const { return guard_; }
+  size_t live_streams() const;
+
+  struct Stream {
+    uint64_t head = 0;
+    uint64_t last_use = 0;  // observation count at the last advance; 0: slot unused
+    uint32_t run = 0;       // advances in a row
+  };
+
+ private:
+  // Follows `page`; true when it continues a confirmed stream.
+  bool observe(uint64_t page);
+  void note_behind(uint64_t page);
+  void push_guarded(PageFlags::Handle h);
+  bool pop_victim(Scan* out);
+  void compact();
+
+  ClockPolicy clock_;
+  PageFlags flags_;  // stream pages only
+  PageRing guarded_;
+  PageRing passed_;            // a stack: victims come from the back
+  uint64_t stream_pages_ = 0;  // resident stream pages
+  std::array<Stream, kStreams> streams_{};
+  std::array<Stream, kCandidates> candidates_{};
+  uint64_t observations_ = 0;
+  uint64_t guard_ = kMinGuard;
+  uint64_t advances_since_behind_ = 0;
+};
+
+}  // namespace extmem::daemon
