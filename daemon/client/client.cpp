@@ -72,6 +72,14 @@ void Client::replace_policy(std::unique_ptr<Policy> next) {
   policy = std::move(next);
 }
 
+bool Client::attach_hints(std::unique_ptr<HintChannel> channel) {
+  std::lock_guard lock(hints_mu_);
+  if (hints_) return false;
+  hints_ = std::move(channel);
+  hints_ptr_.store(hints_.get(), std::memory_order_release);
+  return true;
+}
+
 Client::~Client() {
   if (swap_ != nullptr) swap_->release_all(id_);
   if (record_) record_->remove();
@@ -119,7 +127,7 @@ std::string Client::describe() {
       "released_pages={} "
       "events(remove={} unmap={} remap={}) fault_latency(p50<={}us p99<={}us) "
       "errors(fault={} io={}) swap_full={} over_limit={} metadata={} prefetched_pages={} "
-      "prefetch_hits={} poisoned_pages={}",
+      "prefetch_hits={} poisoned_pages={} hints(received={} applied={} invalid={} ring_full={})",
       identity_.pid, identity_.exe, identity_.uid, policy_name,
       limit_bytes ? format_size(limit_bytes, limit, sizeof(limit)) : "none",
       format_size(resident_pages * kPageSize, resident, sizeof(resident)),
@@ -134,7 +142,8 @@ std::string Client::describe() {
       c.fault_latency.quantile_us(0.5), c.fault_latency.quantile_us(0.99), c.fault_errors.load(),
       c.io_errors.load(), c.swap_full.load(), c.over_limit.load(),
       format_size(metadata_bytes, metadata, sizeof(metadata)), c.prefetched_pages.load(),
-      c.prefetch_hits.load(), c.poisoned_pages.load());
+      c.prefetch_hits.load(), c.poisoned_pages.load(), c.hints_received.load(),
+      c.hints_applied.load(), c.hints_invalid.load(), c.hints_ring_full.load());
 }
 
 }  // namespace extmem::daemon

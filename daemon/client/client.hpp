@@ -17,6 +17,7 @@
 #include "client/latency.hpp"
 #include "client/page_table.hpp"
 #include "client/swap_record.hpp"
+#include "extmem/hint_ring.hpp"
 #include "extmem/kernel/fd.hpp"
 #include "extmem/kernel/memfd.hpp"
 #include "extmem/kernel/pidfd.hpp"
@@ -65,6 +66,13 @@ struct ClientCounters {
   std::atomic<uint64_t> poisoned_pages{0};
   std::atomic<uint64_t> prefetched_pages{0};
   std::atomic<uint64_t> prefetch_hits{0};
+  // Hints taken from the client's ring; applied to at least one arena page; refused
+  // (unknown hint, range outside the arena); dropped by the client with its ring full
+  // (as the client reports it).
+  std::atomic<uint64_t> hints_received{0};
+  std::atomic<uint64_t> hints_applied{0};
+  std::atomic<uint64_t> hints_invalid{0};
+  std::atomic<uint64_t> hints_ring_full{0};
   LatencyHistogram fault_latency;
 };
 
@@ -100,6 +108,18 @@ struct ClientRates {
   double evictions = 0;
   double bytes_read = 0;
   double bytes_written = 0;
+};
+
+// A client's hint ring (see hint_ring.hpp), mapped in the daemon, and its doorbell.
+struct HintChannel {
+  HintChannel(kernel::SharedMapping mapping_in, kernel::UniqueFd doorbell_in)
+      : mapping(std::move(mapping_in)),
+        doorbell(std::move(doorbell_in)),
+        consumer(static_cast<hints::HintRing*>(mapping.address())) {}
+  kernel::SharedMapping mapping;
+  kernel::UniqueFd doorbell;
+  std::mutex drain_mu;  // one drain at a time; guards `consumer`
+  hints::RingConsumer consumer;
 };
 
 class Client {
@@ -139,6 +159,12 @@ class Client {
   // held.
   void replace_policy(std::unique_ptr<Policy> next);
   ClientCounters& counters() { return counters_; }
+  // The hint ring, once the client attached one (at most once).
+  HintChannel* hints() const { return hints_ptr_.load(std::memory_order_acquire); }
+  // False if the client has a ring already.
+  bool attach_hints(std::unique_ptr<HintChannel> channel);
+  // Pages PAGEOUT hints asked reclaim to evict now (cold pages first).
+  std::atomic<uint64_t> pageout_pages{0};
   bool exited() const { return pidfd_.exited(); }
 
   // Page state, mappings and policy; guarded by `mu`.
@@ -147,7 +173,11 @@ class Client {
   AddressMap address_map;
   SequentialDetector sequential;
   Readahead readahead;
+  RangeAdvice access_advice;  // SEQUENTIAL/RANDOM hints, steering `readahead`
   std::unique_ptr<Policy> policy;
+  // A thread is reading evicted pages back (see SwapInGuard in fault_handler.cpp).
+  bool swapin_busy = false;
+  std::condition_variable swapin_done;
   // Failed swap reads per evicted page, until it is read or poisoned.
   std::unordered_map<uint64_t, uint32_t> read_failures;
   // Signalled when reclaim freed memory for this client.
@@ -179,6 +209,9 @@ class Client {
   SwapDevice* swap_;
   std::unique_ptr<SwapRecord> record_;
   ClientCounters counters_;
+  std::mutex hints_mu_;
+  std::unique_ptr<HintChannel> hints_;
+  std::atomic<HintChannel*> hints_ptr_{nullptr};
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
   mutable std::mutex terms_mu_;

@@ -170,13 +170,13 @@ struct Run {
   uint64_t pages;
   uint32_t cluster;
   uintptr_t addr;
-  size_t owner;  // the fault it was read for; its page is `first`
+  size_t owner;  // the fault it was read for (its page is `first`); SIZE_MAX: a hint's
   unsigned char* buffer = nullptr;
   uint64_t mapped = 0;  // pages from `first` on that were mapped (and their waiters woken)
 };
 
-// The most read-ahead pages one group of faults may read beyond the faulting pages,
-// which bounds the buffer.
+// The most read-ahead pages one group of faults may read beyond the faulting pages, and
+// the most one WILLNEED hint reads: this bounds the buffer.
 constexpr uint64_t kMaxPrefetchPerGroup = 1024;
 
 // A 4096-aligned buffer of at least `pages` pages, kept per fault thread.
@@ -255,7 +255,8 @@ uint64_t still_evicted(Client& client, const Run& run) {
 // segment, as many as the faulting thread's read-ahead window and `spare` allow.
 Run plan_run(Client& client, const MajorFault& fault, const Segment& segment, size_t owner,
              uint64_t* spare) {
-  const Readahead::Decision d = client.readahead.on_fault(fault.tid, fault.page);
+  const Readahead::Decision d =
+      client.readahead.on_fault(fault.tid, fault.page, client.access_advice.at(fault.page));
   client.counters().prefetch_hits += d.hits;
   const uint64_t chunk_end = (fault.page / PageTable::kChunkPages + 1) * PageTable::kChunkPages;
   const uint64_t segment_end = (segment.offset + segment.len) / kPageSize;
@@ -271,41 +272,38 @@ Run plan_run(Client& client, const MajorFault& fault, const Segment& segment, si
   return {fault.page, pages, client.pages.cluster(fault.page), fault.addr, owner};
 }
 
-// Reads evicted pages back for a group of major faults: one read per faulting page with
-// its read-ahead, all submitted at once, and one UFFDIO_COPY per read. A read fault maps
-// its run write-protected and keeps the swap slots, so the pages can be evicted again
-// with no write while they stay clean. A write fault maps its run writable and frees the
-// slots: a thread writing its way through would otherwise take one write-protect fault
-// per read-ahead page (measured: half the throughput of sequential read-modify-write).
-// The lock is released during the reads: only this thread changes the state of this
-// client's evicted pages (its events are handled by one thread at a time), but every page
-// is checked again afterwards anyway.
-void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<MajorFault>& faults,
-             Pager& pager) {
-  make_room(lock, client, faults.size(), pager);
-  std::sort(faults.begin(), faults.end(),
-            [](const MajorFault& a, const MajorFault& b) { return a.page < b.page; });
-  uint64_t spare = kMaxPrefetchPerGroup;
-  if (const uint64_t limit = client.limit_pages(); limit != 0) {
-    const uint64_t after = client.pages.resident_pages() + faults.size();
-    spare = std::min(spare, limit > after ? limit - after : 0);
+// Only one thread at a time reads a client's evicted pages back (the thread handling its
+// faults, or a hint drain for WILLNEED), from planning the reads to mapping them: the
+// client's lock is released during the reads, and a page one thread planned must not be
+// mapped, written and evicted again by another while its read runs.
+class SwapInGuard {
+ public:
+  SwapInGuard(std::unique_lock<std::mutex>& lock, Client& client) : client_(client) {
+    client.swapin_done.wait(lock, [&] { return !client.swapin_busy; });
+    client.swapin_busy = true;
   }
-  std::vector<Run> runs;
-  uint64_t total = 0;
-  for (size_t i = 0; i < faults.size(); ++i) {
-    MajorFault& f = faults[i];
-    if (!runs.empty() && f.page < runs.back().first + runs.back().pages) {
-      f.run = runs.size() - 1;  // another thread's read covers it
-      continue;
-    }
-    const Segment* segment = client.address_map.find(f.addr);
-    // Restored or freed while we waited for room; it refaults if it needs to.
-    if (segment == nullptr || client.pages.state(f.page) != PageState::kEvicted) continue;
-    runs.push_back(plan_run(client, f, *segment, i, &spare));
-    f.run = runs.size() - 1;
-    total += runs.back().pages;
+  // Runs with the lock held again.
+  ~SwapInGuard() {
+    client_.swapin_busy = false;
+    client_.swapin_done.notify_all();
   }
+  SwapInGuard(const SwapInGuard&) = delete;
+  SwapInGuard& operator=(const SwapInGuard&) = delete;
 
+ private:
+  Client& client_;
+};
+
+// Reads `runs` (one read each, all submitted at once, the lock released meanwhile) and
+// maps what is still evicted: writable for a run read for a write fault, else
+// write-protected with the swap slots kept, so the pages can be evicted again with no
+// write while they stay clean. A run with an owner counts as its fault's major fault and
+// read-ahead; one without (WILLNEED) as prefetched pages. Returns false when the process
+// or its mapping has gone.
+bool read_and_map(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Run>& runs,
+                  std::span<const MajorFault> faults, Pager& pager) {
+  uint64_t total = 0;
+  for (const Run& run : runs) total += run.pages;
   unsigned char* buffer = read_buffer(total);
   std::vector<kernel::IoRequest> reads;
   reads.reserve(runs.size());
@@ -332,6 +330,7 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
   bool gone = false;
   for (size_t r = 0; r < runs.size() && !gone; ++r) {
     Run& run = runs[r];
+    const bool for_fault = run.owner != SIZE_MAX;
     const kernel::IoRequest* read = read_ok ? &reads[r] : nullptr;
     if (read == nullptr || read->result != static_cast<int32_t>(read->len)) {
       // Nothing of the run is mapped: never hand the application zeros or stale data.
@@ -341,13 +340,14 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
                     read != nullptr ? strerror(read->result < 0 ? -read->result : EIO) : "no read");
       client.counters().io_errors++;
       pager.swap->note_io_error();
-      if (read != nullptr) give_up_after_retries(client, faults[run.owner]);
+      if (read != nullptr && for_fault) give_up_after_retries(client, faults[run.owner]);
       continue;
     }
     const uint64_t valid = still_evicted(client, run);
     if (valid == 0) continue;
-    const uint64_t mapped = map_pages(client, run.addr, run.first, valid, run.buffer,
-                                      faults[run.owner].write, pager, &gone);
+    const bool write = for_fault && faults[run.owner].write;
+    const uint64_t mapped =
+        map_pages(client, run.addr, run.first, valid, run.buffer, write, pager, &gone);
     run.mapped = mapped;
     if (mapped == 0) continue;
     if (!client.read_failures.empty()) {
@@ -355,11 +355,58 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
         client.read_failures.erase(page);
       }
     }
-    client.counters().major_faults++;
     client.counters().bytes_read += run.pages * kPageSize;
-    client.counters().prefetched_pages += mapped - 1;
+    if (for_fault) {
+      client.counters().major_faults++;
+      client.counters().prefetched_pages += mapped - 1;
+    } else {
+      client.counters().prefetched_pages += mapped;
+    }
   }
-  if (gone) return;
+  return !gone;
+}
+
+// Read-ahead may have used the room the watermarks keep: start reclaim early rather than
+// make the next fault wait for it.
+void reclaim_early(Client& client, Pager& pager) {
+  if (const uint64_t limit = client.limit_pages();
+      limit != 0 && pager.reclaimer != nullptr &&
+      client.pages.resident_pages() > Reclaimer::high_watermark(limit)) {
+    pager.reclaimer->wake();
+  }
+}
+
+// Reads evicted pages back for a group of major faults: one read per faulting page with
+// its read-ahead, all submitted at once, and one UFFDIO_COPY per read. A read fault maps
+// its run write-protected and keeps the swap slots. A write fault maps its run writable
+// and frees the slots: a thread writing its way through would otherwise take one
+// write-protect fault per read-ahead page (measured: half the throughput of sequential
+// read-modify-write). Every page is checked again after the reads.
+void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<MajorFault>& faults,
+             Pager& pager) {
+  make_room(lock, client, faults.size(), pager);
+  SwapInGuard guard(lock, client);
+  std::sort(faults.begin(), faults.end(),
+            [](const MajorFault& a, const MajorFault& b) { return a.page < b.page; });
+  uint64_t spare = kMaxPrefetchPerGroup;
+  if (const uint64_t limit = client.limit_pages(); limit != 0) {
+    const uint64_t after = client.pages.resident_pages() + faults.size();
+    spare = std::min(spare, limit > after ? limit - after : 0);
+  }
+  std::vector<Run> runs;
+  for (size_t i = 0; i < faults.size(); ++i) {
+    MajorFault& f = faults[i];
+    if (!runs.empty() && f.page < runs.back().first + runs.back().pages) {
+      f.run = runs.size() - 1;  // another thread's read covers it
+      continue;
+    }
+    const Segment* segment = client.address_map.find(f.addr);
+    // Restored or freed while we waited for room; it refaults if it needs to.
+    if (segment == nullptr || client.pages.state(f.page) != PageState::kEvicted) continue;
+    runs.push_back(plan_run(client, f, *segment, i, &spare));
+    f.run = runs.size() - 1;
+  }
+  if (!read_and_map(lock, client, runs, faults, pager)) return;
 
   const auto now = Clock::now();
   for (const MajorFault& f : faults) {
@@ -369,13 +416,7 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
     }
     client.counters().fault_latency.record(now - f.started);
   }
-  // Read-ahead may have used the room the watermarks keep: start reclaim early rather
-  // than make the next fault wait for it.
-  if (const uint64_t limit = client.limit_pages();
-      limit != 0 && pager.reclaimer != nullptr &&
-      client.pages.resident_pages() > Reclaimer::high_watermark(limit)) {
-    pager.reclaimer->wake();
-  }
+  reclaim_early(client, pager);
 }
 
 // Resolves a fault, except one on an evicted page, which is added to `majors` to be read
@@ -474,6 +515,47 @@ void on_unmap(Client& client, uintptr_t start, uintptr_t end, Pager& pager) {
 }
 
 }  // namespace
+
+uint64_t prefetch(std::unique_lock<std::mutex>& lock, Client& client, const Segment& piece,
+                  Pager& pager) {
+  if (pager.swap == nullptr) return 0;
+  uint64_t mapped = 0;
+  const uint64_t end = (piece.offset + piece.len) / kPageSize;
+  // In batches of kMaxPrefetchPerGroup pages, which bounds the read buffer; each batch
+  // takes the room there is under the limit then.
+  for (uint64_t first = piece.offset / kPageSize; first < end; first += kMaxPrefetchPerGroup) {
+    SwapInGuard guard(lock, client);
+    const Segment* segment = client.address_map.find(piece.start);
+    if (segment == nullptr || segment->offset + (piece.start - segment->start) != piece.offset) {
+      break;  // remapped or unmapped while the lock was released
+    }
+    uint64_t room = kMaxPrefetchPerGroup;
+    if (const uint64_t limit = client.limit_pages(); limit != 0) {
+      const uint64_t resident = client.pages.resident_pages();
+      room = limit > resident ? limit - resident : 0;
+    }
+    if (room == 0) break;
+    // Runs of evicted neighbours in one chunk (so in one cluster), in arena order.
+    std::vector<Run> runs;
+    const uint64_t count = std::min(kMaxPrefetchPerGroup, end - first);
+    client.pages.for_each_nonempty(first, count, [&](uint64_t page, PageState s) {
+      if (s != PageState::kEvicted || room == 0) return;
+      --room;
+      if (!runs.empty() && runs.back().first + runs.back().pages == page &&
+          page % PageTable::kChunkPages != 0) {
+        ++runs.back().pages;
+        return;
+      }
+      runs.push_back({page, 1, client.pages.cluster(page),
+                      piece.start + (page * kPageSize - piece.offset), SIZE_MAX});
+    });
+    if (runs.empty()) continue;
+    if (!read_and_map(lock, client, runs, {}, pager)) return mapped;
+    for (const Run& run : runs) mapped += run.mapped;
+  }
+  reclaim_early(client, pager);
+  return mapped;
+}
 
 void drop_slot(Client& client, uint64_t page, SwapDevice* swap) {
   // Read first: dropping the last slot of an emptied chunk frees the chunk.

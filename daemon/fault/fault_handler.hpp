@@ -7,6 +7,7 @@
 
 #include <linux/userfaultfd.h>
 
+#include <mutex>
 #include <span>
 
 #include "client/client.hpp"
@@ -23,6 +24,14 @@ struct Pager {
 
 // Handles a batch of events read from the client's userfaultfd, in order.
 void handle_events(Client& client, std::span<const uffd_msg> events, Pager& pager);
+
+// Reads the evicted pages of `piece` back ahead of use (WILLNEED): as many as fit under
+// the client's limit, in batches of up to 1024 pages with one read per run of
+// neighbours, mapped clean.
+// Call with the client's lock held; it is released during the reads. Returns the pages
+// mapped.
+uint64_t prefetch(std::unique_lock<std::mutex>& lock, Client& client, const Segment& piece,
+                  Pager& pager);
 
 // Reads every evicted page back (daemon stop). False if any could not be restored.
 bool restore_all(Client& client, SwapDevice* swap);

@@ -11,6 +11,9 @@
 
 namespace extmem::daemon {
 
+// The application's advice on pages (see Policy::on_hint).
+enum class PageHint { kNormal, kCold, kHot };
+
 class Policy {
  public:
   virtual ~Policy() = default;
@@ -39,6 +42,12 @@ class Policy {
   // at least one victim whenever a resident page exists and want > 0, so reclaim always
   // progresses.
   virtual void scan(size_t want, Scan* out) = 0;
+
+  // The application's advice on [first_page, first_page + pages): kCold, evict those of
+  // its pages resident now before any other page; kHot, keep its pages (also those made
+  // resident later) while any other page can be evicted; kNormal, forget earlier advice.
+  // The mechanism passes kCold for runs of resident pages only, so a policy may walk them.
+  virtual void on_hint(uint64_t /*first_page*/, uint64_t /*pages*/, PageHint /*hint*/) {}
 
   // Resident pages the policy tracks.
   virtual uint64_t resident_pages() const = 0;
