@@ -183,7 +183,8 @@ void initialize() noexcept {
   // The first page is the daemon's handshake probe page; it is never handed out.
   g_allocator = new (g_allocator_storage)
       ArenaAllocator(g_arena_base, g_arena_size, map_metadata, kPageSize, kPageSize);
-  attach_hint_ring();
+  // An older daemon serves no requests: no hints, and the other calls say so.
+  if (g_session.takes_requests) attach_hint_ring();
   pthread_atfork(fork_prepare, fork_parent, fork_child);
   g_mode.store(Mode::kManaged, std::memory_order_release);
 }
@@ -285,6 +286,7 @@ int send_hint(uintptr_t start, size_t len, uint32_t hint) noexcept {
 
 int request_set_policy(const char* name) noexcept {
   if (strlen(name) > wire::kMaxPolicyName) return EINVAL;
+  if (!g_session.takes_requests) return EOPNOTSUPP;
   wire::SetPolicy request;
   wire::copy_text(request.policy, sizeof(request.policy), name);
   std::byte frame[wire::kMaxFrame], buf[wire::kMaxFrame];
@@ -295,6 +297,7 @@ int request_set_policy(const char* name) noexcept {
 }
 
 int request_stats(wire::Stats* out) noexcept {
+  if (!g_session.takes_requests) return EOPNOTSUPP;
   std::byte frame[wire::kMaxFrame], buf[wire::kMaxFrame];
   wire::FrameHeader header;
   int error = exchange_request({frame, wire::encode(wire::GetStats{}, frame)}, {}, buf, &header);

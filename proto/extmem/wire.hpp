@@ -9,10 +9,11 @@
 //   shim   -> Hello{dram_limit, flags, policy}
 //   daemon -> Reply{status, flags}          [+ /dev/userfaultfd if kReplyCarriesUffdDevice]
 //   shim   -> Register{arena_base, arena_size}  + [userfaultfd, memfd]
-//   daemon -> Reply{status, value = effective DRAM limit}
+//   daemon -> Reply{status, flags, value = effective DRAM limit}
 // Any error reply (status = errno) names the problem and ends the connection.
 //
-// After registration the shim may send, one request at a time:
+// After registration, if the daemon's reply has kReplyTakesRequests, the shim may send,
+// one request at a time:
 //   AttachHints{ring_bytes} + [hint ring memfd, doorbell eventfd] -> Reply (see hint_ring.hpp)
 //   SetPolicy{policy}                                           -> Reply
 //   GetStats{}                                                  -> Stats, or Reply on error
@@ -47,6 +48,9 @@ inline constexpr MsgType kLastMsgType = MsgType::kStats;
 inline constexpr uint32_t kHelloWantsUffdDevice = 1u << 0;  // cannot create a userfaultfd
 // Reply flags.
 inline constexpr uint32_t kReplyCarriesUffdDevice = 1u << 0;
+// On the reply to Register: the daemon serves the requests below (an older one ignores
+// them, so the shim would wait for an answer in vain).
+inline constexpr uint32_t kReplyTakesRequests = 1u << 1;
 
 struct Hello {
   uint64_t dram_limit = 0;  // bytes; 0 = the daemon's default

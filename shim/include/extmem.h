@@ -47,12 +47,14 @@ enum {
  *   EINVAL  unknown hint, len 0, or a range that wraps around
  *   ENOMEM  no part of the range is managed memory
  *   EAGAIN  the hint queue is full: the hint was dropped (and counted); hints are advice
+ *   EOPNOTSUPP  extmemd takes no hints (an older version)
  * DONTNEED is applied at once, as madvise(MADV_DONTNEED) would be. */
 EXTMEM_EXPORT int extmem_advise(void* addr, size_t len, int hint) EXTMEM_NOEXCEPT;
 
 /* Switches this process's eviction policy (e.g. "clock", "fifo"; see extmemctl status).
  * Returns 0, or -1 with errno: ENODEV not managed; EINVAL unknown policy or a name
- * longer than 31 characters; EIO/ETIMEDOUT the daemon did not answer. */
+ * longer than 31 characters; EOPNOTSUPP an older extmemd; EIO/ETIMEDOUT the daemon did
+ * not answer. */
 EXTMEM_EXPORT int extmem_set_policy(const char* name) EXTMEM_NOEXCEPT;
 
 /* This process's memory and counters, as extmemd sees them. Versioned by size: set
@@ -77,7 +79,8 @@ struct extmem_stats {
 };
 
 /* Fills *stats (stats->size must be set). Returns 0, or -1 with errno: ENODEV not
- * managed; EINVAL null or size below 8; EIO/ETIMEDOUT the daemon did not answer. */
+ * managed; EINVAL null or size below 8; EOPNOTSUPP an older extmemd; EIO/ETIMEDOUT the
+ * daemon did not answer. */
 EXTMEM_EXPORT int extmem_get_stats(struct extmem_stats* stats) EXTMEM_NOEXCEPT;
 
 #ifdef __cplusplus

@@ -506,6 +506,8 @@ RawConnection register_arena(const Daemon& daemon, const Arena& arena) {
   EXPECT_TRUE(connection.send(arena.reg(), arena.fds()));
   wire::Reply reply = connection.reply();
   EXPECT_EQ(reply.status, 0) << reply.message;
+  // It serves requests after registration (AttachHints, SetPolicy, GetStats).
+  EXPECT_TRUE(reply.flags & wire::kReplyTakesRequests);
   return connection;
 }
 
