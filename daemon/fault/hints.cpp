@@ -1,7 +1,6 @@
 #include "fault/hints.hpp"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 
 #include <spdlog/spdlog.h>
 
