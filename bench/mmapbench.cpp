@@ -32,11 +32,27 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kWindowPages = (2u << 20) / kPage;  // 2 MiB windows
-constexpr uint64_t kBatch = 64;                         // pages between counter updates
+constexpr uint64_t kBatch = 64;                        // pages between counter updates
 constexpr uint64_t kTagSalt = 0x5eed'b10c'c0ff'ee00ULL;
 
 enum class Pattern { kSeq, kWindow, kRandom, kHotset };
 enum class Op { kRead, kRmw };
+// Advice given through madvise (which the extmem shim turns into hints to extmemd).
+enum class Hint { kNone, kSequential, kRandom, kWillNeedWindow };
+
+const char* hint_name(Hint h) {
+  switch (h) {
+    case Hint::kNone:
+      return "none";
+    case Hint::kSequential:
+      return "sequential";
+    case Hint::kRandom:
+      return "random";
+    case Hint::kWillNeedWindow:
+      return "willneed-window";
+  }
+  return "?";
+}
 
 const char* pattern_name(Pattern p) {
   switch (p) {
@@ -74,6 +90,10 @@ void usage(FILE* out) {
       "                            random: uniform random 4 KiB pages\n"
       "                            hotset: 90% of accesses to a hot 10% of pages\n"
       "  --op O                  read | rmw (default read)\n"
+      "  --hint H                none | sequential | random | willneed-window (default none)\n"
+      "                            sequential, random: madvise the whole working set\n"
+      "                            willneed-window: window pattern; MADV_WILLNEED on each\n"
+      "                            thread's next window when it starts the current one\n"
       "  --seconds S             measurement time after populate (default 10)\n"
       "  --report-interval MS    print 'T <ms> <pages_per_sec>' every MS ms (0: off; "
       "default 1000)\n"
@@ -140,6 +160,7 @@ struct Args {
   unsigned threads = 2;
   Pattern pattern = Pattern::kSeq;
   Op op = Op::kRead;
+  Hint hint = Hint::kNone;
   double seconds = 10;
   uint64_t report_ms = 1000;
   uint64_t seed = 1;
@@ -186,6 +207,19 @@ Args parse_args(int argc, char** argv) {
       } else {
         die("--op needs read or rmw, not '%s'", v);
       }
+    } else if (opt == "--hint") {
+      const std::string h = v;
+      if (h == "none") {
+        a.hint = Hint::kNone;
+      } else if (h == "sequential") {
+        a.hint = Hint::kSequential;
+      } else if (h == "random") {
+        a.hint = Hint::kRandom;
+      } else if (h == "willneed-window") {
+        a.hint = Hint::kWillNeedWindow;
+      } else {
+        die("--hint needs none, sequential, random or willneed-window, not '%s'", v);
+      }
     } else if (opt == "--seconds") {
       char* end = nullptr;
       a.seconds = strtod(v, &end);
@@ -201,6 +235,9 @@ Args parse_args(int argc, char** argv) {
     }
   }
   if (a.threads == 0) die("--threads must be at least 1");
+  if (a.hint == Hint::kWillNeedWindow && a.pattern != Pattern::kWindow) {
+    die("--hint willneed-window needs --pattern window");
+  }
   if (a.size < kPage * a.threads) die("--size must give every thread at least one page");
   return a;
 }
@@ -239,8 +276,13 @@ struct alignas(64) Worker {
 // Chooses the next page of one thread's access stream.
 class PageStream {
  public:
-  PageStream(Pattern pattern, uint64_t pages, unsigned thread, unsigned threads, uint64_t seed)
-      : pattern_(pattern), pages_(pages), rng_{seed * 0x100000001b3ULL + thread + 1} {
+  // `willneed_base`: advise MADV_WILLNEED on each next window (of the mapping there).
+  PageStream(Pattern pattern, uint64_t pages, unsigned thread, unsigned threads, uint64_t seed,
+             unsigned char* willneed_base)
+      : pattern_(pattern),
+        pages_(pages),
+        rng_{seed * 0x100000001b3ULL + thread + 1},
+        willneed_base_(willneed_base) {
     // seq: a contiguous share per thread; the last one takes the remainder.
     const uint64_t share = pages / threads;
     begin_ = share * thread;
@@ -249,6 +291,7 @@ class PageStream {
     hot_ = std::max<uint64_t>(1, pages / 10);
     windows_ = (pages + kWindowPages - 1) / kWindowPages;
     window_pos_ = window_end_ = 0;
+    next_window_ = rng_.below(windows_) * kWindowPages;
   }
 
   uint64_t next() {
@@ -260,8 +303,15 @@ class PageStream {
       }
       case Pattern::kWindow:
         if (window_pos_ == window_end_) {
-          window_pos_ = rng_.below(windows_) * kWindowPages;
+          // Drawn one window ahead, so the next one can be advised while this one is read.
+          window_pos_ = next_window_;
           window_end_ = std::min(window_pos_ + kWindowPages, pages_);
+          next_window_ = rng_.below(windows_) * kWindowPages;
+          if (willneed_base_ != nullptr) {
+            const uint64_t next_end = std::min(next_window_ + kWindowPages, pages_);
+            madvise(willneed_base_ + next_window_ * kPage, (next_end - next_window_) * kPage,
+                    MADV_WILLNEED);
+          }
         }
         return window_pos_++;
       case Pattern::kRandom:
@@ -279,7 +329,8 @@ class PageStream {
   Rng rng_;
   uint64_t begin_, end_, cursor_;
   uint64_t hot_;
-  uint64_t windows_, window_pos_, window_end_;
+  uint64_t windows_, window_pos_, window_end_, next_window_;
+  unsigned char* willneed_base_;
 };
 
 double now_seconds() {
@@ -292,8 +343,8 @@ std::atomic<bool> g_stop{false};
 
 template <Op kOp>
 void run_worker(unsigned char* base, uint64_t pages, Pattern pattern, unsigned thread,
-                unsigned threads, uint64_t seed, Worker* w) {
-  PageStream stream(pattern, pages, thread, threads, seed);
+                unsigned threads, uint64_t seed, bool willneed, Worker* w) {
+  PageStream stream(pattern, pages, thread, threads, seed, willneed ? base : nullptr);
   uint64_t done = 0;
   uint64_t sum = 0;
   while (!g_stop.load(std::memory_order_relaxed)) {
@@ -367,8 +418,9 @@ int main(int argc, char** argv) {
   void* mapped = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mapped == MAP_FAILED) die("mmap %" PRIu64 " bytes: %s", len, strerror(errno));
   auto* base = static_cast<unsigned char*>(mapped);
-  printf("BENCH pid=%d pattern=%s op=%s threads=%u size=%" PRIu64 "\n", static_cast<int>(getpid()),
-         pattern_name(args.pattern), args.op == Op::kRead ? "read" : "rmw", args.threads, len);
+  printf("BENCH pid=%d pattern=%s op=%s threads=%u size=%" PRIu64 " hint=%s\n",
+         static_cast<int>(getpid()), pattern_name(args.pattern),
+         args.op == Op::kRead ? "read" : "rmw", args.threads, len, hint_name(args.hint));
 
   const double populate_start = now_seconds();
   parallel_shares(pages, args.threads,
@@ -376,6 +428,12 @@ int main(int argc, char** argv) {
   const double populate_s = now_seconds() - populate_start;
   printf("POPULATE pages=%" PRIu64 " ms=%.0f pages_per_sec=%.0f\n", pages, populate_s * 1e3,
          static_cast<double>(pages) / populate_s);
+  if (args.hint == Hint::kSequential || args.hint == Hint::kRandom) {
+    if (madvise(base, len, args.hint == Hint::kSequential ? MADV_SEQUENTIAL : MADV_RANDOM) != 0) {
+      die("madvise: %s", strerror(errno));
+    }
+  }
+  const bool willneed = args.hint == Hint::kWillNeedWindow;
 
   std::vector<Worker> workers(args.threads);
   std::vector<std::thread> pool;
@@ -384,10 +442,10 @@ int main(int argc, char** argv) {
     Worker* w = &workers[t];
     if (args.op == Op::kRead) {
       pool.emplace_back(run_worker<Op::kRead>, base, pages, args.pattern, t, args.threads,
-                        args.seed, w);
+                        args.seed, willneed, w);
     } else {
-      pool.emplace_back(run_worker<Op::kRmw>, base, pages, args.pattern, t, args.threads,
-                        args.seed, w);
+      pool.emplace_back(run_worker<Op::kRmw>, base, pages, args.pattern, t, args.threads, args.seed,
+                        willneed, w);
     }
   }
   auto total_pages = [&] {
@@ -425,12 +483,11 @@ int main(int argc, char** argv) {
     increments += w.increments;
     sum += w.sum;
   }
-  printf(
-      "RESULT pattern=%s op=%s threads=%u size=%" PRIu64 " pages_per_sec=%.0f seconds=%.3f "
-      "pages=%" PRIu64 " populate_ms=%.0f checksum=%" PRIx64 "\n",
-      pattern_name(args.pattern), args.op == Op::kRead ? "read" : "rmw", args.threads, len,
-      static_cast<double>(touched) / elapsed, elapsed, touched,
-      populate_s * 1e3, sum);
+  printf("RESULT pattern=%s op=%s threads=%u size=%" PRIu64
+         " pages_per_sec=%.0f seconds=%.3f "
+         "pages=%" PRIu64 " populate_ms=%.0f checksum=%" PRIx64 "\n",
+         pattern_name(args.pattern), args.op == Op::kRead ? "read" : "rmw", args.threads, len,
+         static_cast<double>(touched) / elapsed, elapsed, touched, populate_s * 1e3, sum);
 
   if (args.verify) {
     std::vector<VerifyResult> results(args.threads);

@@ -173,6 +173,7 @@ bool connect_to_daemon(const ShimConfig& config, Session* session, char* error,
   session->arena_base = reinterpret_cast<uintptr_t>(base);
   session->arena_size = config.arena_size;
   session->dram_limit = reply.value;
+  session->takes_requests = (reply.flags & wire::kReplyTakesRequests) != 0;
   session->socket_fd = socket->release();
   session->uffd = uffd->release();
   session->memfd = memfd->release();

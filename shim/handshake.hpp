@@ -28,7 +28,8 @@ struct Session {
   int memfd = -1;
   uintptr_t arena_base = 0;
   uint64_t arena_size = 0;
-  uint64_t dram_limit = 0;  // as granted by the daemon
+  uint64_t dram_limit = 0;      // as granted by the daemon
+  bool takes_requests = false;  // the daemon serves requests after registration
 };
 
 // Connects and registers. On failure writes the reason into `error` (everything

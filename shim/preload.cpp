@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "extmem.h"
+#include "extmem/hint_ring.hpp"
 #include "extmem/kernel/raw_mm.hpp"
 #include "shim_state.hpp"
 
@@ -64,6 +65,31 @@ void* aligned_allocate(size_t align, size_t size) noexcept {
 [[noreturn]] void die_in_child(const char* what) noexcept {
   warn("%s: this memory was managed by the parent and is not mapped in a fork() child", what);
   abort();
+}
+
+// Queues `hint` for the managed part of [addr, addr+len), widened to whole pages.
+// Returns 0 or an errno value.
+int advise_range(void* addr, size_t len, int hint) noexcept {
+  if (mode() != Mode::kManaged) return ENODEV;
+  if (hint < 0 || static_cast<uint32_t>(hint) > extmem::hints::kMaxHint || len == 0) {
+    return EINVAL;
+  }
+  const uintptr_t start = reinterpret_cast<uintptr_t>(addr) & ~(kPageSize - 1);
+  uintptr_t end;
+  if (__builtin_add_overflow(reinterpret_cast<uintptr_t>(addr), len, &end) ||
+      end > UINTPTR_MAX - kPageSize) {
+    return EINVAL;
+  }
+  end = (end + kPageSize - 1) & ~(kPageSize - 1);
+  uintptr_t managed_start;
+  size_t managed_len;
+  clip_to_arena(start, end - start, &managed_start, &managed_len);
+  if (managed_len == 0) return ENOMEM;
+  if (hint == EXTMEM_HINT_DONTNEED) {
+    arena_zero(managed_start, managed_len);
+    return 0;
+  }
+  return send_hint(managed_start, managed_len, static_cast<uint32_t>(hint));
 }
 
 bool is_private_anonymous_rw(int prot, int flags, int fd) noexcept {
@@ -298,6 +324,27 @@ EXTMEM_EXPORT int madvise(void* addr, size_t len, int advice) noexcept {
       // its contents, so the pages are freed instead.
       arena_zero(managed_start, managed_len);
       return 0;
+    case MADV_SEQUENTIAL:
+    case MADV_RANDOM:
+    case MADV_WILLNEED:
+    case MADV_COLD:
+    case MADV_PAGEOUT: {
+      // Advice: a dropped hint (full ring) is no error, as for the kernel's madvise.
+      static constexpr struct {
+        int advice, hint;
+      } kHints[] = {{MADV_SEQUENTIAL, EXTMEM_HINT_SEQUENTIAL},
+                    {MADV_RANDOM, EXTMEM_HINT_RANDOM},
+                    {MADV_WILLNEED, EXTMEM_HINT_WILLNEED},
+                    {MADV_COLD, EXTMEM_HINT_COLD},
+                    {MADV_PAGEOUT, EXTMEM_HINT_PAGEOUT}};
+      for (const auto& h : kHints) {
+        if (h.advice == advice) advise_range(addr, len, h.hint);
+      }
+      return 0;
+    }
+    case MADV_NORMAL:
+      advise_range(addr, len, EXTMEM_HINT_NORMAL);
+      return 0;
     case MADV_DOFORK:
     case MADV_DONTFORK:
     case MADV_WIPEONFORK:
@@ -313,6 +360,61 @@ EXTMEM_EXPORT int madvise(void* addr, size_t len, int advice) noexcept {
 
 EXTMEM_EXPORT int extmem_is_managed(const void* addr) noexcept {
   return mode() == Mode::kManaged && in_arena(addr) ? 1 : 0;
+}
+
+EXTMEM_EXPORT int extmem_advise(void* addr, size_t len, int hint) noexcept {
+  const int error = advise_range(addr, len, hint);
+  if (error == 0) return 0;
+  errno = error;
+  return -1;
+}
+
+EXTMEM_EXPORT int extmem_set_policy(const char* name) noexcept {
+  int error = ENODEV;
+  if (name == nullptr) {
+    error = EINVAL;
+  } else if (mode() == Mode::kManaged) {
+    error = request_set_policy(name);
+  }
+  if (error == 0) return 0;
+  errno = error;
+  return -1;
+}
+
+EXTMEM_EXPORT int extmem_get_stats(struct extmem_stats* stats) noexcept {
+  if (stats == nullptr || stats->size < 2 * sizeof(uint32_t)) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (mode() != Mode::kManaged) {
+    errno = ENODEV;
+    return -1;
+  }
+  extmem::wire::Stats got;
+  if (const int error = request_stats(&got); error != 0) {
+    errno = error;
+    return -1;
+  }
+  extmem_stats full = {};
+  full.limit_bytes = got.limit_bytes;
+  full.resident_bytes = got.resident_bytes;
+  full.swapped_bytes = got.swapped_bytes;
+  full.first_touch_faults = got.first_touch_faults;
+  full.major_faults = got.major_faults;
+  full.minor_faults = got.minor_faults;
+  full.evictions = got.evictions;
+  full.prefetched_pages = got.prefetched_pages;
+  full.hints_received = got.hints_received;
+  full.hints_applied = got.hints_applied;
+  full.hints_invalid = got.hints_invalid;
+  full.hints_ring_full = got.hints_ring_full;
+  static_assert(sizeof(full.policy) == sizeof(got.policy));
+  memcpy(full.policy, got.policy, sizeof(full.policy));
+  // A caller built against an older header gets the fields it knows.
+  const size_t n = stats->size < sizeof(full) ? stats->size : sizeof(full);
+  full.size = static_cast<uint32_t>(n);
+  memcpy(stats, &full, n);
+  return 0;
 }
 
 EXTMEM_EXPORT int extmem_status(void) noexcept {

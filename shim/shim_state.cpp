@@ -1,6 +1,8 @@
 #include "shim_state.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -11,7 +13,10 @@
 #include <new>
 
 #include "arena_allocator.hpp"
+#include "extmem/hint_ring.hpp"
+#include "extmem/kernel/memfd.hpp"
 #include "extmem/kernel/raw_mm.hpp"
+#include "extmem/kernel/unix_socket.hpp"
 
 namespace extmem::shim {
 
@@ -26,6 +31,11 @@ uint64_t g_arena_size = 0;
 pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 alignas(ArenaAllocator) unsigned char g_allocator_storage[sizeof(ArenaAllocator)];
 ArenaAllocator* g_allocator = nullptr;
+// The hint ring and its doorbell; null/-1 when the daemon took none.
+hints::HintRing* g_ring = nullptr;
+int g_doorbell = -1;
+// One request on the daemon socket at a time, so replies pair with their requests.
+pthread_mutex_t g_socket_lock = PTHREAD_MUTEX_INITIALIZER;
 
 class Lock {
  public:
@@ -59,6 +69,10 @@ void fork_child() {
   close(g_session.socket_fd);
   close(g_session.uffd);
   close(g_session.memfd);
+  // The ring is not mapped here (MADV_DONTFORK).
+  g_ring = nullptr;
+  if (g_doorbell >= 0) close(g_doorbell);
+  g_doorbell = -1;
   g_mode.store(Mode::kForkedChild, std::memory_order_release);
 }
 
@@ -89,6 +103,72 @@ void start_unmanaged(const char* reason) noexcept {
   g_mode.store(Mode::kUnmanaged, std::memory_order_release);
 }
 
+// Sends a request and receives its answer into buf; returns 0 or an errno value.
+int exchange_request(std::span<const std::byte> frame, std::span<const int> fds, std::byte* buf,
+                     wire::FrameHeader* header) noexcept {
+  pthread_mutex_lock(&g_socket_lock);
+  int error = 0;
+  if (auto sent = kernel::send_message(g_session.socket_fd, frame, fds); !sent) {
+    error = sent.error().code();
+  } else {
+    kernel::UniqueFd unused[1];
+    auto got = kernel::receive_message(g_session.socket_fd, {buf, wire::kMaxFrame}, unused);
+    if (!got) {
+      error = got.error().code() == EAGAIN ? ETIMEDOUT : got.error().code();
+    } else if (got->bytes == 0 || got->data_truncated ||
+               wire::decode_header(buf, got->bytes, header) != wire::DecodeError::kOk) {
+      error = EIO;
+    }
+  }
+  pthread_mutex_unlock(&g_socket_lock);
+  return error;
+}
+
+// The status of a Reply answer (EIO if the answer is something else).
+int reply_status(const std::byte* buf, const wire::FrameHeader& header, wire::Reply* reply) {
+  if (header.type != wire::MsgType::kReply ||
+      wire::decode(buf + wire::kHeaderSize, header.length, reply) != wire::DecodeError::kOk) {
+    return EIO;
+  }
+  return reply->status;
+}
+
+// Hands the daemon a hint ring and its doorbell. Without one the process still runs
+// managed; extmem_advise then reports EOPNOTSUPP.
+void attach_hint_ring() noexcept {
+  auto memfd = kernel::Memfd::create("extmem-hints", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (!memfd) return warn("hint ring: %s", memfd.error().context());
+  auto doorbell = kernel::make_eventfd(EFD_CLOEXEC | EFD_NONBLOCK);
+  if (!doorbell) return warn("hint ring: %s", doorbell.error().context());
+  if (auto t = memfd->truncate(sizeof(hints::HintRing)); !t) {
+    return warn("hint ring: %s", t.error().context());
+  }
+  // Sealed, so the daemon can map it without fearing it shrinks under its feet.
+  if (auto sealed = memfd->add_seals(F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL); !sealed) {
+    return warn("hint ring: %s", sealed.error().context());
+  }
+  auto mapping = kernel::SharedMapping::map(memfd->fd(), sizeof(hints::HintRing), true);
+  if (!mapping) return warn("hint ring: %s", mapping.error().context());
+  auto* ring = static_cast<hints::HintRing*>(mapping->address());
+  hints::init_ring(ring);
+
+  wire::AttachHints attach;
+  attach.ring_bytes = sizeof(hints::HintRing);
+  std::byte frame[wire::kMaxFrame], buf[wire::kMaxFrame];
+  const int fds[2] = {memfd->fd(), doorbell->get()};
+  wire::FrameHeader header;
+  wire::Reply reply;
+  int error = exchange_request({frame, wire::encode(attach, frame)}, fds, buf, &header);
+  if (error == 0) error = reply_status(buf, header, &reply);
+  if (error != 0) {
+    return warn("extmemd took no hint ring (%s%s%s); hints are ignored", strerrordesc_np(error),
+                reply.message[0] != '\0' ? ": " : "", reply.message);
+  }
+  // The process keeps the mapping for its lifetime.
+  g_ring = static_cast<hints::HintRing*>(mapping->release());
+  g_doorbell = doorbell->release();
+}
+
 }  // namespace
 
 void initialize() noexcept {
@@ -103,6 +183,8 @@ void initialize() noexcept {
   // The first page is the daemon's handshake probe page; it is never handed out.
   g_allocator = new (g_allocator_storage)
       ArenaAllocator(g_arena_base, g_arena_size, map_metadata, kPageSize, kPageSize);
+  // An older daemon serves no requests: no hints, and the other calls say so.
+  if (g_session.takes_requests) attach_hint_ring();
   pthread_atfork(fork_prepare, fork_parent, fork_child);
   g_mode.store(Mode::kManaged, std::memory_order_release);
 }
@@ -182,6 +264,51 @@ void arena_zero(uintptr_t start, size_t len) noexcept {
          len, strerrordesc_np(errno));
     memset(reinterpret_cast<void*>(start), 0, len);
   }
+}
+
+int send_hint(uintptr_t start, size_t len, uint32_t hint) noexcept {
+  hints::HintRing* ring = g_ring;
+  if (ring == nullptr) return EOPNOTSUPP;
+  const bool urgent = hint == static_cast<uint32_t>(hints::Hint::kWillNeed) ||
+                      hint == static_cast<uint32_t>(hints::Hint::kPageOut);
+  switch (hints::push(ring, start, len, hint, urgent)) {
+    case hints::PushResult::kQueued:
+      return 0;
+    case hints::PushResult::kQueuedRingDoorbell:
+      // A failed doorbell only delays the hint to the daemon's next periodic look.
+      kernel::signal_eventfd(g_doorbell);
+      return 0;
+    case hints::PushResult::kFull:
+      break;
+  }
+  return EAGAIN;
+}
+
+int request_set_policy(const char* name) noexcept {
+  if (strlen(name) > wire::kMaxPolicyName) return EINVAL;
+  if (!g_session.takes_requests) return EOPNOTSUPP;
+  wire::SetPolicy request;
+  wire::copy_text(request.policy, sizeof(request.policy), name);
+  std::byte frame[wire::kMaxFrame], buf[wire::kMaxFrame];
+  wire::FrameHeader header;
+  wire::Reply reply;
+  int error = exchange_request({frame, wire::encode(request, frame)}, {}, buf, &header);
+  return error != 0 ? error : reply_status(buf, header, &reply);
+}
+
+int request_stats(wire::Stats* out) noexcept {
+  if (!g_session.takes_requests) return EOPNOTSUPP;
+  std::byte frame[wire::kMaxFrame], buf[wire::kMaxFrame];
+  wire::FrameHeader header;
+  int error = exchange_request({frame, wire::encode(wire::GetStats{}, frame)}, {}, buf, &header);
+  if (error != 0) return error;
+  if (header.type != wire::MsgType::kStats) {
+    wire::Reply reply;
+    error = reply_status(buf, header, &reply);
+    return error != 0 ? error : EIO;
+  }
+  return wire::decode(buf + wire::kHeaderSize, header.length, out) == wire::DecodeError::kOk ? 0
+                                                                                             : EIO;
 }
 
 }  // namespace extmem::shim

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "extmem/wire.hpp"
 #include "handshake.hpp"
 
 namespace extmem::shim {
@@ -45,6 +46,13 @@ bool arena_resize_in_place(void* p, size_t new_len) noexcept;
 // Gives pages back to the daemon: they read as zero afterwards (private-anonymous
 // semantics of MADV_DONTNEED).
 void arena_zero(uintptr_t start, size_t len) noexcept;
+
+// Queues a hint for the daemon on [start, start+len) (inside the arena). Returns 0 or an
+// errno value (EAGAIN: the ring is full and the hint was dropped; EOPNOTSUPP: no ring).
+int send_hint(uintptr_t start, size_t len, uint32_t hint) noexcept;
+// Requests on the daemon socket; each returns 0 or an errno value.
+int request_set_policy(const char* name) noexcept;
+int request_stats(wire::Stats* out) noexcept;
 
 // Writes "extmem: <message>" to stderr without allocating.
 [[gnu::format(printf, 1, 2)]] void warn(const char* fmt, ...) noexcept;

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "extmem/units.hpp"
+#include "fault/swap_in_queue.hpp"
 #include "swap/swap_device.hpp"
 
 namespace extmem::daemon {
@@ -72,6 +73,14 @@ void Client::replace_policy(std::unique_ptr<Policy> next) {
   policy = std::move(next);
 }
 
+bool Client::attach_hints(std::unique_ptr<HintChannel> channel) {
+  std::lock_guard lock(hints_mu_);
+  if (hints_) return false;
+  hints_ = std::move(channel);
+  hints_ptr_.store(hints_.get(), std::memory_order_release);
+  return true;
+}
+
 Client::~Client() {
   if (swap_ != nullptr) swap_->release_all(id_);
   if (record_) record_->remove();
@@ -119,7 +128,8 @@ std::string Client::describe() {
       "released_pages={} "
       "events(remove={} unmap={} remap={}) fault_latency(p50<={}us p99<={}us) "
       "errors(fault={} io={}) swap_full={} over_limit={} metadata={} prefetched_pages={} "
-      "prefetch_hits={} poisoned_pages={} stalled_reads={}",
+      "prefetch_hits={} poisoned_pages={} stalled_reads={} "
+      "hints(received={} applied={} invalid={} ring_full={})",
       identity_.pid, identity_.exe, identity_.uid, policy_name,
       limit_bytes ? format_size(limit_bytes, limit, sizeof(limit)) : "none",
       format_size(resident_pages * kPageSize, resident, sizeof(resident)),
@@ -134,7 +144,9 @@ std::string Client::describe() {
       c.fault_latency.quantile_us(0.5), c.fault_latency.quantile_us(0.99), c.fault_errors.load(),
       c.io_errors.load(), c.swap_full.load(), c.over_limit.load(),
       format_size(metadata_bytes, metadata, sizeof(metadata)), c.prefetched_pages.load(),
-      c.prefetch_hits.load(), c.poisoned_pages.load(), c.stalled_reads.load());
+      c.prefetch_hits.load(), c.poisoned_pages.load(), c.stalled_reads.load(),
+      c.hints_received.load(), c.hints_applied.load(), c.hints_invalid.load(),
+      c.hints_ring_full.load());
 }
 
 }  // namespace extmem::daemon

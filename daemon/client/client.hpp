@@ -12,12 +12,14 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "client/address_map.hpp"
 #include "client/fault_trace.hpp"
 #include "client/latency.hpp"
 #include "client/page_table.hpp"
 #include "client/swap_record.hpp"
+#include "extmem/hint_ring.hpp"
 #include "extmem/kernel/fd.hpp"
 #include "extmem/kernel/memfd.hpp"
 #include "extmem/kernel/pidfd.hpp"
@@ -30,6 +32,7 @@ namespace extmem::daemon {
 inline constexpr uint64_t kPageSize = 4096;
 
 class SwapDevice;
+struct SwapIn;
 
 struct ClientIdentity {
   pid_t pid = 0;
@@ -69,6 +72,13 @@ struct ClientCounters {
   std::atomic<uint64_t> stalled_reads{0};
   std::atomic<uint64_t> prefetched_pages{0};
   std::atomic<uint64_t> prefetch_hits{0};
+  // Hints taken from the client's ring; applied to at least one arena page; refused
+  // (unknown hint, range outside the arena); dropped by the client with its ring full
+  // (as the client reports it).
+  std::atomic<uint64_t> hints_received{0};
+  std::atomic<uint64_t> hints_applied{0};
+  std::atomic<uint64_t> hints_invalid{0};
+  std::atomic<uint64_t> hints_ring_full{0};
   LatencyHistogram fault_latency;
 };
 
@@ -104,6 +114,18 @@ struct ClientRates {
   double evictions = 0;
   double bytes_read = 0;
   double bytes_written = 0;
+};
+
+// A client's hint ring (see hint_ring.hpp), mapped in the daemon, and its doorbell.
+struct HintChannel {
+  HintChannel(kernel::SharedMapping mapping_in, kernel::UniqueFd doorbell_in)
+      : mapping(std::move(mapping_in)),
+        doorbell(std::move(doorbell_in)),
+        consumer(static_cast<hints::HintRing*>(mapping.address())) {}
+  kernel::SharedMapping mapping;
+  kernel::UniqueFd doorbell;
+  std::mutex drain_mu;  // one drain at a time; guards `consumer`
+  hints::RingConsumer consumer;
 };
 
 class Client : public std::enable_shared_from_this<Client> {
@@ -143,6 +165,12 @@ class Client : public std::enable_shared_from_this<Client> {
   // held.
   void replace_policy(std::unique_ptr<Policy> next);
   ClientCounters& counters() { return counters_; }
+  // The hint ring, once the client attached one (at most once).
+  HintChannel* hints() const { return hints_ptr_.load(std::memory_order_acquire); }
+  // False if the client has a ring already.
+  bool attach_hints(std::unique_ptr<HintChannel> channel);
+  // Pages PAGEOUT hints asked reclaim to evict now (cold pages first).
+  std::atomic<uint64_t> pageout_pages{0};
   bool exited() const { return pidfd_.exited(); }
 
   // Page state, mappings and policy; guarded by `mu`.
@@ -151,6 +179,7 @@ class Client : public std::enable_shared_from_this<Client> {
   AddressMap address_map;
   SequentialDetector sequential;
   Readahead readahead;
+  RangeAdvice access_advice;  // SEQUENTIAL/RANDOM hints, steering `readahead`
   std::unique_ptr<Policy> policy;
   // Where this client's faults are recorded (extmemd --record-faults); null: nowhere.
   std::unique_ptr<FaultTraceFile> fault_trace;
@@ -159,6 +188,10 @@ class Client : public std::enable_shared_from_this<Client> {
   // Pages with a swap-in read in flight, and the id of that read (see SwapIn).
   std::unordered_map<uint64_t, uint64_t> reading;
   uint64_t last_read_id = 0;
+  // A fault thread is reading and applying this client's events; reads completing
+  // meanwhile wait in deferred_reads (see begin_drain).
+  bool uffd_draining = false;
+  std::vector<std::unique_ptr<SwapIn>> deferred_reads;
   // Unreadable pages that cannot be poisoned, by page: the faulting address, whose
   // threads are left waiting until retry_stalled_reads wakes them to try again.
   std::unordered_map<uint64_t, uintptr_t> stalled_reads;
@@ -191,6 +224,9 @@ class Client : public std::enable_shared_from_this<Client> {
   SwapDevice* swap_;
   std::unique_ptr<SwapRecord> record_;
   ClientCounters counters_;
+  std::mutex hints_mu_;
+  std::unique_ptr<HintChannel> hints_;
+  std::atomic<HintChannel*> hints_ptr_{nullptr};
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
   mutable std::mutex terms_mu_;

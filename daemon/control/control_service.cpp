@@ -102,6 +102,10 @@ void fill_client(Client& client, SwapDevice* swap, v1::ClientStats* out) {
   n->set_prefetch_hits(c.prefetch_hits.load());
   n->set_poisoned_pages(c.poisoned_pages.load());
   n->set_stalled_reads(c.stalled_reads.load());
+  n->set_hints_received(c.hints_received.load());
+  n->set_hints_applied(c.hints_applied.load());
+  n->set_hints_invalid(c.hints_invalid.load());
+  n->set_hints_ring_full(c.hints_ring_full.load());
   v1::Latency* latency = out->mutable_fault_latency();
   latency->set_p50_us(c.fault_latency.quantile_us(0.5));
   latency->set_p90_us(c.fault_latency.quantile_us(0.9));

@@ -249,12 +249,34 @@ uint64_t still_evicted(Client& client, const SwapIn& read) {
   return n;
 }
 
+// A read of the evicted pages [first, first+pages) of one chunk, mapped at addr, its pages
+// marked as read by it; null without memory for its buffer.
+std::unique_ptr<SwapIn> new_read(Client& client, uint64_t first, uint64_t pages, uintptr_t addr,
+                                 bool dirty, Pager& pager) {
+  auto buffer = static_cast<unsigned char*>(aligned_alloc(kPageSize, pages * kPageSize));
+  if (buffer == nullptr) return nullptr;
+  auto read = std::make_unique<SwapIn>();
+  read->client = client.shared_from_this();
+  read->id = ++client.last_read_id;
+  read->first = first;
+  read->pages = pages;
+  read->cluster = client.pages.cluster(first);
+  read->addr = addr;
+  read->dirty = dirty;
+  read->buffer.reset(buffer);
+  read->request = {pager.swap->fd(), buffer, static_cast<uint32_t>(pages * kPageSize),
+                   SwapSpace::slot_offset(read->cluster, first), false};
+  for (uint64_t p = first; p < first + pages; ++p) client.reading[p] = read->id;
+  return read;
+}
+
 // Plans the read for `fault`: its page and the evicted pages after it in its chunk and
 // segment that no other read has in flight, as many as the faulting thread's read-ahead
 // window and `spare` allow.
 std::unique_ptr<SwapIn> plan_read(Client& client, const MajorFault& fault, const Segment& segment,
                                   uint64_t* spare, Pager& pager) {
-  const Readahead::Decision d = client.readahead.on_fault(fault.tid, fault.page);
+  const Readahead::Decision d =
+      client.readahead.on_fault(fault.tid, fault.page, client.access_advice.at(fault.page));
   client.counters().prefetch_hits += d.hits;
   // The policy may know better (a scan it follows); the per-group cap still applies.
   const uint64_t window = std::max(
@@ -269,24 +291,11 @@ std::unique_ptr<SwapIn> plan_read(Client& client, const MajorFault& fault, const
          !client.reading.contains(fault.page + pages)) {
     ++pages;
   }
-  auto buffer = static_cast<unsigned char*>(aligned_alloc(kPageSize, pages * kPageSize));
-  if (buffer == nullptr) return nullptr;
+  auto read = new_read(client, fault.page, pages, fault.addr, fault.write, pager);
+  if (!read) return nullptr;
   *spare -= pages - 1;
   client.readahead.on_read(fault.tid, fault.page, pages);
-
-  auto read = std::make_unique<SwapIn>();
-  read->client = client.shared_from_this();
-  read->id = ++client.last_read_id;
-  read->first = fault.page;
-  read->pages = pages;
-  read->cluster = client.pages.cluster(fault.page);
-  read->addr = fault.addr;
-  read->dirty = fault.write;
   read->faults.push_back({fault.addr, fault.page, fault.started});
-  read->buffer.reset(buffer);
-  read->request = {pager.swap->fd(), buffer, static_cast<uint32_t>(pages * kPageSize),
-                   SwapSpace::slot_offset(read->cluster, read->first), false};
-  for (uint64_t p = read->first; p < read->first + pages; ++p) client.reading[p] = read->id;
   return read;
 }
 
@@ -303,7 +312,7 @@ void finish_read(Client& client, SwapIn& read, int32_t result, Pager& pager) {
                   read.first, read.pages, strerror(result < 0 ? -result : EIO));
     client.counters().io_errors++;
     pager.swap->note_io_error();
-    stalled = give_up_after_retries(client, read.faults[0], pager);
+    stalled = !read.faults.empty() && give_up_after_retries(client, read.faults[0], pager);
   } else if (const uint64_t valid = still_evicted(client, read); valid > 0) {
     mapped = map_pages(client, read.addr, read.first, valid, read.buffer.get(), read.dirty, pager,
                        &gone);
@@ -319,9 +328,13 @@ void finish_read(Client& client, SwapIn& read, int32_t result, Pager& pager) {
           }
         }
       }
-      client.counters().major_faults++;
       client.counters().bytes_read += read.pages * kPageSize;
-      client.counters().prefetched_pages += mapped - 1;
+      if (read.faults.empty()) {  // a WILLNEED hint's
+        client.counters().prefetched_pages += mapped;
+      } else {
+        client.counters().major_faults++;
+        client.counters().prefetched_pages += mapped - 1;
+      }
     }
   }
   for (uint64_t p = read.first; p < read.first + read.pages; ++p) {
@@ -346,6 +359,40 @@ void finish_read(Client& client, SwapIn& read, int32_t result, Pager& pager) {
       limit != 0 && pager.reclaimer != nullptr &&
       client.pages.resident_pages() > Reclaimer::high_watermark(limit)) {
     pager.reclaimer->wake();
+  }
+}
+
+// Finishes a completed read now, or, while a fault thread holds events of the client it
+// has read but not applied, when that thread has applied them (end_drain): one of them
+// may free pages of the read (REMOVE) and the application's punch follows the reading
+// of the event, so mapping now could put old data back into a freed page.
+void complete_or_defer(Client& client, std::unique_ptr<SwapIn> read, int32_t result, Pager& pager) {
+  if (client.uffd_draining) {
+    read->result = result;
+    client.deferred_reads.push_back(std::move(read));
+    return;
+  }
+  finish_read(client, *read, result, pager);
+}
+
+// Starts `reads` on the swap-in queue; those it cannot take are read here, with the lock
+// released during the I/O.
+void start_reads(std::unique_lock<std::mutex>& lock, Client& client,
+                 std::vector<std::unique_ptr<SwapIn>>& reads, Pager& pager) {
+  std::vector<std::unique_ptr<SwapIn>> synchronous;
+  for (auto& read : reads) {
+    if (pager.swap_in != nullptr) read = pager.swap_in->submit(std::move(read));
+    if (read) synchronous.push_back(std::move(read));
+  }
+  if (synchronous.empty()) return;
+  std::vector<kernel::IoRequest> requests;
+  for (const auto& read : synchronous) requests.push_back(read->request);
+  lock.unlock();
+  auto ran = pager.swap->run(requests);
+  lock.lock();
+  if (!ran) spdlog::error("client {}: swap I/O: {}", client.identity().pid, ran.error().message());
+  for (size_t i = 0; i < synchronous.size(); ++i) {
+    complete_or_defer(client, std::move(synchronous[i]), ran ? requests[i].result : -EIO, pager);
   }
 }
 
@@ -393,21 +440,7 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
     reads.push_back(std::move(read));
   }
 
-  std::vector<std::unique_ptr<SwapIn>> synchronous;
-  for (auto& read : reads) {
-    if (pager.swap_in != nullptr) read = pager.swap_in->submit(std::move(read));
-    if (read) synchronous.push_back(std::move(read));
-  }
-  if (synchronous.empty()) return;
-  std::vector<kernel::IoRequest> requests;
-  for (const auto& read : synchronous) requests.push_back(read->request);
-  lock.unlock();
-  auto ran = pager.swap->run(requests);
-  lock.lock();
-  if (!ran) spdlog::error("client {}: swap I/O: {}", client.identity().pid, ran.error().message());
-  for (size_t i = 0; i < synchronous.size(); ++i) {
-    finish_read(client, *synchronous[i], ran ? requests[i].result : -EIO, pager);
-  }
+  start_reads(lock, client, reads, pager);
 }
 
 // Resolves a fault, except one on an evicted page, which is added to `majors` to be read
@@ -518,6 +551,49 @@ void on_unmap(Client& client, uintptr_t start, uintptr_t end, Pager& pager) {
 
 }  // namespace
 
+uint64_t prefetch(std::unique_lock<std::mutex>& lock, Client& client, const Segment& piece,
+                  Pager& pager) {
+  if (pager.swap == nullptr) return 0;
+  // The room under the limit, and up to half the limit more: "fetch now" is worth
+  // evicting other pages for, which reclaim, woken below, does once the reads land.
+  uint64_t room = UINT64_MAX;
+  const uint64_t limit = client.limit_pages();
+  if (limit != 0) {
+    const uint64_t committed = client.pages.resident_pages() + client.reading.size();
+    room = (limit > committed ? limit - committed : 0) + limit / 2;
+  }
+  // One read per run of evicted neighbours in one chunk (so in one cluster) that no read
+  // has in flight, in arena order.
+  std::vector<std::unique_ptr<SwapIn>> reads;
+  uint64_t started = 0;
+  uint64_t run_first = 0, run_pages = 0;
+  auto flush = [&] {
+    if (run_pages == 0) return;
+    if (auto read = new_read(client, run_first, run_pages,
+                             piece.start + (run_first * kPageSize - piece.offset), false, pager)) {
+      started += run_pages;
+      reads.push_back(std::move(read));
+    }
+    run_pages = 0;
+  };
+  client.pages.for_each_nonempty(
+      piece.offset / kPageSize, piece.len / kPageSize, [&](uint64_t page, PageState state) {
+        if (state != PageState::kEvicted || client.reading.contains(page) ||
+            started + run_pages >= room) {
+          return;
+        }
+        if (run_pages == 0 || run_first + run_pages != page || page % PageTable::kChunkPages == 0) {
+          flush();
+          run_first = page;
+        }
+        ++run_pages;
+      });
+  flush();
+  start_reads(lock, client, reads, pager);
+  if (limit != 0 && started != 0 && pager.reclaimer != nullptr) pager.reclaimer->wake();
+  return started;
+}
+
 void drop_slot(Client& client, uint64_t page, SwapDevice* swap) {
   // Read first: dropping the last slot of an emptied chunk frees the chunk.
   const uint32_t cluster = client.pages.cluster(page);
@@ -526,10 +602,22 @@ void drop_slot(Client& client, uint64_t page, SwapDevice* swap) {
   client.pages.set_cluster(page, PageTable::kNoCluster);
 }
 
-void finish_swap_in(SwapIn& read, int32_t result, Pager& pager) {
-  Client& client = *read.client;
+void finish_swap_in(std::unique_ptr<SwapIn> read, int32_t result, Pager& pager) {
+  Client& client = *read->client;
   std::lock_guard lock(client.mu);
-  finish_read(client, read, result, pager);
+  complete_or_defer(client, std::move(read), result, pager);
+}
+
+void begin_drain(Client& client) {
+  std::lock_guard lock(client.mu);
+  client.uffd_draining = true;
+}
+
+void end_drain(Client& client, Pager& pager) {
+  std::lock_guard lock(client.mu);
+  client.uffd_draining = false;
+  for (auto& read : client.deferred_reads) finish_read(client, *read, read->result, pager);
+  client.deferred_reads.clear();
 }
 
 void retry_stalled_reads(Client& client) {

@@ -7,6 +7,7 @@
 
 #include <linux/userfaultfd.h>
 
+#include <mutex>
 #include <span>
 
 #include "client/client.hpp"
@@ -33,11 +34,23 @@ void handle_events(Client& client, std::span<const uffd_msg> events, Pager& page
 
 // Maps a swap-in read that completed with `result` (bytes, or -errno): the swap-in
 // queue's thread calls it.
-void finish_swap_in(SwapIn& read, int32_t result, Pager& pager);
+void finish_swap_in(std::unique_ptr<SwapIn> read, int32_t result, Pager& pager);
+
+// Around a fault thread's reading and applying of a client's events: reads completing
+// meanwhile are finished by end_drain, once every event read is applied.
+void begin_drain(Client& client);
+void end_drain(Client& client, Pager& pager);
 
 // Wakes the threads waiting on pages that could neither be read nor poisoned, so that
 // their faults try the read again (called about once a second).
 void retry_stalled_reads(Client& client);
+
+// Starts reading the evicted pages of `piece` back ahead of use (WILLNEED): one read per
+// run of neighbours in a chunk, mapped clean as each completes; as many pages as fit under
+// the client's limit plus half of it (reclaim then evicts others). Call with the client's
+// lock held (released only if the swap-in queue is full). Returns the pages started.
+uint64_t prefetch(std::unique_lock<std::mutex>& lock, Client& client, const Segment& piece,
+                  Pager& pager);
 
 // Reads every evicted page back (daemon stop). False if any could not be restored.
 bool restore_all(Client& client, SwapDevice* swap);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -29,10 +30,16 @@ class FaultLoop {
   void release(uint64_t id, const char* reason);
 
  private:
-  enum class Source : uint64_t { kUffd = 0, kSocket = 1, kPidfd = 2 };
+  enum class Source : uint64_t { kUffd = 0, kSocket = 1, kPidfd = 2, kDoorbell = 3 };
   void run();
   void drain_uffd(const std::shared_ptr<Client>& client);
   void on_socket(const std::shared_ptr<Client>& client);
+  // Serves one request the client sent after registration; false ends the client.
+  bool on_request(const std::shared_ptr<Client>& client, std::span<const std::byte> frame,
+                  std::span<kernel::UniqueFd> fds, size_t fd_count);
+  Result<void> attach_hints(const std::shared_ptr<Client>& client, const std::byte* payload,
+                            size_t len, std::span<kernel::UniqueFd> fds, size_t fd_count);
+  void on_doorbell(const std::shared_ptr<Client>& client);
   void rearm(int fd, uint64_t token);
 
   ClientRegistry& registry_;

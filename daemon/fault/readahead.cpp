@@ -1,6 +1,7 @@
 #include "fault/readahead.hpp"
 
 #include <algorithm>
+#include <iterator>
 
 namespace extmem::daemon {
 
@@ -16,7 +17,29 @@ Readahead::Stream& Readahead::stream(uint32_t tid) {
   return *oldest;
 }
 
-Readahead::Decision Readahead::on_fault(uint32_t tid, uint64_t page) {
+void RangeAdvice::set(uint64_t first, uint64_t pages, AccessPattern pattern) {
+  const uint64_t end = first + pages < first ? UINT64_MAX : first + pages;
+  auto it = ranges_.upper_bound(first);
+  if (it != ranges_.begin() && std::prev(it)->second.end > first) --it;
+  while (it != ranges_.end() && it->first < end) {
+    const uint64_t range_first = it->first;
+    const Range range = it->second;
+    it = ranges_.erase(it);
+    if (range_first < first) ranges_.emplace(range_first, Range{first, range.pattern});
+    if (range.end > end) it = ranges_.emplace(end, range).first;
+  }
+  if (pattern != AccessPattern::kNormal && ranges_.size() < kMaxRanges) {
+    ranges_.emplace(first, Range{end, pattern});
+  }
+}
+
+AccessPattern RangeAdvice::at(uint64_t page) const {
+  auto it = ranges_.upper_bound(page);
+  if (it == ranges_.begin() || page >= std::prev(it)->second.end) return AccessPattern::kNormal;
+  return std::prev(it)->second.pattern;
+}
+
+Readahead::Decision Readahead::on_fault(uint32_t tid, uint64_t page, AccessPattern pattern) {
   Stream& s = stream(tid);
   s.last_use = ++clock_;
   // A hit: the fault lands where the last read ended, or a little further when that read
@@ -30,6 +53,8 @@ Readahead::Decision Readahead::on_fault(uint32_t tid, uint64_t page) {
     // sequentially (2 MiB windows) keeps most of its window.
     d.window = std::max<uint64_t>(s.window / 2, 1);
   }
+  if (pattern == AccessPattern::kRandom) d.window = 1;
+  if (pattern == AccessPattern::kSequential) d.window = kMaxWindow;
   s.window = d.window;
   s.prefetched = 0;
   return d;

@@ -7,8 +7,30 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 
 namespace extmem::daemon {
+
+// What the application advised about how a range will be read back (extmem_advise,
+// madvise SEQUENTIAL/RANDOM).
+enum class AccessPattern : uint8_t { kNormal, kSequential, kRandom };
+
+// The advised patterns of page ranges; later advice replaces earlier advice where they
+// overlap. At most kMaxRanges ranges: advice beyond that is ignored.
+class RangeAdvice {
+ public:
+  static constexpr size_t kMaxRanges = 4096;
+  void set(uint64_t first, uint64_t pages, AccessPattern pattern);
+  AccessPattern at(uint64_t page) const;
+  size_t ranges() const { return ranges_.size(); }
+
+ private:
+  struct Range {
+    uint64_t end;
+    AccessPattern pattern;
+  };
+  std::map<uint64_t, Range> ranges_;  // by first page; disjoint
+};
 
 class Readahead {
  public:
@@ -23,8 +45,9 @@ class Readahead {
     uint64_t hits;
   };
 
-  // A major fault of thread `tid` (0 when unknown) at `page`.
-  Decision on_fault(uint32_t tid, uint64_t page);
+  // A major fault of thread `tid` (0 when unknown) at `page`. Advice overrides the
+  // window: kRandom reads the page alone, kSequential the largest window at once.
+  Decision on_fault(uint32_t tid, uint64_t page, AccessPattern pattern = AccessPattern::kNormal);
   // What the fault read: [page, page+pages), page being the faulting page.
   void on_read(uint32_t tid, uint64_t page, uint64_t pages);
 

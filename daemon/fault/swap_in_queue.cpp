@@ -72,7 +72,8 @@ void SwapInQueue::run() {
       continue;
     }
     std::unique_ptr<SwapIn> read(reinterpret_cast<SwapIn*>(done->tag));
-    finish_swap_in(*read, pager_.swap->completed(false, done->result), pager_);
+    const int32_t result = pager_.swap->completed(false, done->result);
+    finish_swap_in(std::move(read), result, pager_);
     in_flight_.fetch_sub(1, std::memory_order_relaxed);
   }
 }

@@ -43,6 +43,7 @@ struct SwapIn {
   std::vector<WaitingFault> faults;  // faults[0] is the one it was read for, at `first`
   std::unique_ptr<unsigned char, decltype(&free)> buffer{nullptr, &free};
   kernel::IoRequest request{};
+  int32_t result = 0;  // once completed: bytes read, or -errno
 };
 
 class SwapInQueue {

@@ -57,14 +57,51 @@ void ClockPolicy::on_gone(uint64_t page) {
   if (!(flags & kQueued) || state_of(flags) == kGone) return;
   flags_.set(*h, with_state(flags, kGone));
   --((flags & kActive) ? active_pages_ : inactive_pages_);
+  compact_if_stale();
+}
+
+void ClockPolicy::compact_if_stale() {
   const uint64_t stale = inactive_.size() + active_.size() - resident_pages();
   if (stale > resident_pages() / 2 + kMinStale) compact();
+}
+
+void ClockPolicy::on_hint(uint64_t first_page, uint64_t pages, PageHint hint) {
+  hints_.set_hot(first_page, pages, hint == PageHint::kHot);
+  if (hint != PageHint::kCold) return;
+  const uint64_t end = first_page + pages < first_page ? UINT64_MAX : first_page + pages;
+  for (uint64_t page = first_page; page < end; ++page) {
+    if (hints_.cold.size() >= resident_pages() + kMinStale) return;
+    const auto h = flags_.find(page);
+    if (!h) {
+      page |= PageFlags::kChunkPages - 1;  // no page of this chunk is resident
+      continue;
+    }
+    const uint8_t flags = flags_.get(*h);
+    if ((flags & kQueued) && state_of(flags) != kGone) hints_.cold.push_back(page);
+  }
+}
+
+void ClockPolicy::take_cold(size_t want, Scan* out) {
+  while (out->victims.size() < want && !hints_.cold.empty()) {
+    const uint64_t page = hints_.cold.front();
+    hints_.cold.pop_front();
+    const auto h = flags_.find(page);
+    if (!h) continue;
+    const uint8_t flags = flags_.get(*h);
+    if (!(flags & kQueued) || state_of(flags) == kGone || hot(*h)) continue;
+    // Its ring entry goes stale, as a gone page's does.
+    out->victims.push_back(page);
+    flags_.set(*h, with_state(flags, kGone));
+    --((flags & kActive) ? active_pages_ : inactive_pages_);
+  }
+  compact_if_stale();
 }
 
 void ClockPolicy::scan(size_t want, Scan* out) {
   out->victims.clear();
   out->reset.clear();
   if (want == 0 || resident_pages() == 0) return;
+  take_cold(want, out);
   const size_t max_resets = kResetsPerVictim * want;
   uint64_t active_lap = active_.size();
   uint64_t inactive_lap = inactive_.size();
@@ -92,6 +129,10 @@ void ClockPolicy::age_active(bool evict_cold, Scan* out) {
       flags_.set(h, 0);
       break;
     case kReset:
+      if (hot(h)) {
+        active_.push_back(h);
+        break;
+      }
       if (evict_cold) {
         evict(h, flags, out);
         break;
@@ -119,6 +160,10 @@ void ClockPolicy::age_inactive(Scan* out) {
       flags_.set(h, 0);
       break;
     case kReset:
+      if (hot(h)) {
+        inactive_.push_back(h);
+        break;
+      }
       evict(h, flags, out);
       break;
     case kNew:
@@ -137,19 +182,26 @@ void ClockPolicy::age_inactive(Scan* out) {
 }
 
 void ClockPolicy::force_victim(Scan* out) {
-  for (PageRing* ring : {&inactive_, &active_}) {
-    while (!ring->empty()) {
-      const PageFlags::Handle h = ring->front();
-      ring->pop_front();
-      const uint8_t flags = flags_.get(h);
-      if (state_of(flags) == kGone) {
-        flags_.set(h, 0);
-        continue;
+  // Hot pages only when no other page is left.
+  for (const bool spare_hot : {hints_.any_hot(), false}) {
+    for (PageRing* ring : {&inactive_, &active_}) {
+      for (size_t left = ring->size(); left > 0; --left) {
+        const PageFlags::Handle h = ring->front();
+        ring->pop_front();
+        const uint8_t flags = flags_.get(h);
+        if (state_of(flags) == kGone) {
+          flags_.set(h, 0);
+          continue;
+        }
+        if (spare_hot && hot(h)) {
+          ring->push_back(h);
+          continue;
+        }
+        evict(h, flags, out);
+        // The hands may have asked to reset it a moment ago.
+        std::erase(out->reset, out->victims.back());
+        return;
       }
-      evict(h, flags, out);
-      // The hands may have asked to reset it a moment ago.
-      std::erase(out->reset, out->victims.back());
-      return;
     }
   }
 }
@@ -171,7 +223,8 @@ void ClockPolicy::compact() {
 }
 
 uint64_t ClockPolicy::memory_bytes() const {
-  return sizeof(*this) + flags_.memory_bytes() + ring_bytes(inactive_) + ring_bytes(active_);
+  return sizeof(*this) + flags_.memory_bytes() + hints_.memory_bytes() + ring_bytes(inactive_) +
+         ring_bytes(active_);
 }
 
 }  // namespace extmem::daemon

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "policy/page_flags.hpp"
+#include "policy/page_hints.hpp"
 #include "policy/policy.hpp"
 
 namespace extmem::daemon {
@@ -31,6 +32,10 @@ namespace extmem::daemon {
 // resident again before that reuses its entry, and the rings are compacted when stale
 // entries outnumber half the resident pages, so they hold at most 1.5 entries per
 // resident page (plus a constant) and compaction costs O(1) amortized per on_gone.
+// Hints: pages declared cold are evicted before the hands move, their entries left
+// stale as for pages gone. Hot pages are passed over by both hands (requeued as they
+// are) and by the forced eviction, which takes a hot page only when nothing else is left.
+//
 // Memory: 4 bits per page of the 512-page chunks in use plus 4 to 6 bytes per resident
 // page of rings.
 class ClockPolicy final : public Policy {
@@ -40,8 +45,12 @@ class ClockPolicy final : public Policy {
   void on_access(uint64_t page) override;
   void on_gone(uint64_t page) override;
   void scan(size_t want, Scan* out) override;
+  void on_hint(uint64_t first_page, uint64_t pages, PageHint hint) override;
   uint64_t resident_pages() const override { return inactive_pages_ + active_pages_; }
   uint64_t memory_bytes() const override;
+  // Pages hinted cold and not evicted yet (an upper bound: some may have gone since).
+  size_t cold_pending() const { return hints_.cold.size(); }
+  bool hinted_hot(uint64_t page) const { return hints_.any_hot() && hints_.hot(page); }
 
  private:
   // One step of each hand. With `evict_cold` the active hand evicts the pages it would
@@ -51,8 +60,12 @@ class ClockPolicy final : public Policy {
   void force_victim(Scan* out);
   void evict(PageFlags::Handle h, uint8_t flags, Scan* out);
   void compact();
+  void compact_if_stale();
+  void take_cold(size_t want, Scan* out);
+  bool hot(PageFlags::Handle h) const { return hints_.any_hot() && hints_.hot(flags_.page(h)); }
 
   PageFlags flags_;
+  PageHints hints_;
   PageRing inactive_;
   PageRing active_;
   uint64_t inactive_pages_ = 0;  // resident pages with an entry in inactive_

@@ -39,19 +39,57 @@ void FifoPolicy::on_gone(uint64_t page) {
   if (!h || !(flags_.get(*h) & kResident)) return;
   flags_.set(*h, make_flags(false, entries_of(flags_.get(*h))));
   --resident_;
+  compact_if_stale();
+}
+
+void FifoPolicy::compact_if_stale() {
   if (ring_.size() - resident_ > resident_ / 2 + kMinStale) compact();
+}
+
+void FifoPolicy::on_hint(uint64_t first_page, uint64_t pages, PageHint hint) {
+  hints_.set_hot(first_page, pages, hint == PageHint::kHot);
+  if (hint != PageHint::kCold) return;
+  const uint64_t end = first_page + pages < first_page ? UINT64_MAX : first_page + pages;
+  for (uint64_t page = first_page; page < end; ++page) {
+    if (hints_.cold.size() >= resident_ + kMinStale) return;
+    const auto h = flags_.find(page);
+    if (!h) {
+      page |= PageFlags::kChunkPages - 1;  // no page of this chunk is resident
+      continue;
+    }
+    if (flags_.get(*h) & kResident) hints_.cold.push_back(page);
+  }
 }
 
 void FifoPolicy::scan(size_t want, Scan* out) {
   out->victims.clear();
   out->reset.clear();
+  while (out->victims.size() < want && !hints_.cold.empty()) {
+    const uint64_t page = hints_.cold.front();
+    hints_.cold.pop_front();
+    const auto h = flags_.find(page);
+    if (!h || !(flags_.get(*h) & kResident) || hints_.hot(page)) continue;
+    // Its entries go stale, as a gone page's do.
+    out->victims.push_back(page);
+    flags_.set(*h, make_flags(false, entries_of(flags_.get(*h))));
+    --resident_;
+  }
+  compact_if_stale();
+  // Hot pages are requeued for one lap of the ring, then taken like any other.
+  bool spare_hot = hints_.any_hot();
+  uint64_t lap = ring_.size();
   while (out->victims.size() < want && !ring_.empty()) {
+    if (spare_hot && lap-- == 0) spare_hot = false;
     const PageFlags::Handle h = ring_.front();
     ring_.pop_front();
     const uint8_t flags = flags_.get(h);
     const unsigned entries = entries_of(flags) - 1;
     const bool resident = flags & kResident;
     if (resident && entries == 0) {
+      if (spare_hot && hints_.hot(flags_.page(h))) {
+        ring_.push_back(h);
+        continue;
+      }
       out->victims.push_back(flags_.page(h));
       flags_.set(h, 0);
       --resident_;
@@ -78,7 +116,7 @@ void FifoPolicy::compact() {
 }
 
 uint64_t FifoPolicy::memory_bytes() const {
-  return sizeof(*this) + flags_.memory_bytes() + ring_bytes(ring_);
+  return sizeof(*this) + flags_.memory_bytes() + hints_.memory_bytes() + ring_bytes(ring_);
 }
 
 }  // namespace extmem::daemon

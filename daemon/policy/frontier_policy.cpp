@@ -89,6 +89,10 @@ size_t FrontierPolicy::live_streams() const {
 
 void FrontierPolicy::on_resident(uint64_t page) {
   const bool on_stream = observe(page);
+  if (clock_.hinted_hot(page)) {  // kept by the CLOCK, never a stream victim
+    clock_.on_resident(page);
+    return;
+  }
   if (const auto h = flags_.find(page)) {
     const uint8_t flags = flags_.get(*h);
     if (flags == kResident) return;
@@ -131,6 +135,26 @@ void FrontierPolicy::on_access(uint64_t page) {
   clock_.on_access(page);
 }
 
+void FrontierPolicy::on_hint(uint64_t first_page, uint64_t pages, PageHint hint) {
+  if (hint != PageHint::kNormal) {
+    const uint64_t end = first_page + pages < first_page ? UINT64_MAX : first_page + pages;
+    for (uint64_t page = first_page; page < end && stream_pages_ > 0; ++page) {
+      const auto h = flags_.find(page);
+      if (!h) {
+        page |= PageFlags::kChunkPages - 1;  // no stream page in this chunk
+        continue;
+      }
+      if (flags_.get(*h) != kResident) continue;
+      flags_.set(*h, kStale);
+      --stream_pages_;
+      clock_.on_resident(page);
+    }
+    const uint64_t stale = guarded_.size() + passed_.size() - stream_pages_;
+    if (stale > stream_pages_ / 2 + kMinStale) compact();
+  }
+  clock_.on_hint(first_page, pages, hint);
+}
+
 void FrontierPolicy::on_gone(uint64_t page) {
   const auto h = flags_.find(page);
   if (!h || flags_.get(*h) != kResident) {
@@ -163,16 +187,36 @@ void FrontierPolicy::scan(size_t want, Scan* out) {
   out->victims.clear();
   out->reset.clear();
   if (want == 0) return;
+  // Pages hinted cold go before the pages the streams passed.
+  if (const size_t cold = clock_.cold_pending(); cold > 0) {
+    Scan first;
+    clock_.scan(std::min(want, cold), &first);
+    out->victims = std::move(first.victims);
+    out->reset = std::move(first.reset);
+  }
   while (out->victims.size() < want && pop_victim(out)) {
   }
   if (out->victims.size() < want && clock_.resident_pages() > 0) {
     Scan rest;
     clock_.scan(want - out->victims.size(), &rest);
-    out->victims.insert(out->victims.end(), rest.victims.begin(), rest.victims.end());
-    out->reset = std::move(rest.reset);
+    for (uint64_t victim : rest.victims) {
+      // The CLOCK gives up a page hinted hot only when it has nothing else; a guarded
+      // page goes first then.
+      if (clock_.hinted_hot(victim) && pop_guarded(out)) {
+        clock_.on_resident(victim);
+        continue;
+      }
+      out->victims.push_back(victim);
+    }
+    out->reset.insert(out->reset.end(), rest.reset.begin(), rest.reset.end());
   }
   // Last resort: the oldest guarded pages.
-  while (out->victims.size() < want && !guarded_.empty()) {
+  while (out->victims.size() < want && pop_guarded(out)) {
+  }
+}
+
+bool FrontierPolicy::pop_guarded(Scan* out) {
+  while (!guarded_.empty()) {
     const PageFlags::Handle h = guarded_.front();
     guarded_.pop_front();
     const bool resident = flags_.get(h) == kResident;
@@ -181,8 +225,10 @@ void FrontierPolicy::scan(size_t want, Scan* out) {
     if (resident) {
       out->victims.push_back(page);
       --stream_pages_;
+      return true;
     }
   }
+  return false;
 }
 
 uint64_t FrontierPolicy::readahead_hint(uint64_t page) const {

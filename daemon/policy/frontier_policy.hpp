@@ -66,6 +66,9 @@ class FrontierPolicy final : public Policy {
   void on_gone(uint64_t page) override;
   void scan(size_t want, Scan* out) override;
   uint64_t readahead_hint(uint64_t page) const override;
+  // Hinted pages leave the streams for the embedded CLOCK, which keeps hot pages and
+  // gives up cold ones first.
+  void on_hint(uint64_t first_page, uint64_t pages, PageHint hint) override;
   uint64_t resident_pages() const override { return stream_pages_ + clock_.resident_pages(); }
   uint64_t memory_bytes() const override;
 
@@ -85,6 +88,8 @@ class FrontierPolicy final : public Policy {
   void note_behind(uint64_t page);
   void push_guarded(PageFlags::Handle h);
   bool pop_victim(Scan* out);
+  // Evicts the oldest guarded page; false when there is none.
+  bool pop_guarded(Scan* out);
   void compact();
 
   ClockPolicy clock_;

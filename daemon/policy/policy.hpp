@@ -11,6 +11,9 @@
 
 namespace extmem::daemon {
 
+// The application's advice on pages (see Policy::on_hint).
+enum class PageHint { kNormal, kCold, kHot };
+
 class Policy {
  public:
   virtual ~Policy() = default;
@@ -44,6 +47,12 @@ class Policy {
   // faults: a policy that knows the application scans may ask for more read-ahead than
   // the mechanism's own per-thread detector grants. 0: no opinion. The mechanism caps it.
   virtual uint64_t readahead_hint(uint64_t /*page*/) const { return 0; }
+
+  // The application's advice on [first_page, first_page + pages): kCold, evict those of
+  // its pages resident now before any other page; kHot, keep its pages (also those made
+  // resident later) while any other page can be evicted; kNormal, forget earlier advice.
+  // The mechanism passes kCold for runs of resident pages only, so a policy may walk them.
+  virtual void on_hint(uint64_t /*first_page*/, uint64_t /*pages*/, PageHint /*hint*/) {}
 
   // Resident pages the policy tracks.
   virtual uint64_t resident_pages() const = 0;

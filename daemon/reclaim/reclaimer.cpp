@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fault/fault_handler.hpp"
+#include "fault/hints.hpp"
 
 namespace extmem::daemon {
 
@@ -92,7 +93,17 @@ void Reclaimer::run() {
       swap_full_.store(false);
     }
     governor_.rebalance();
+    Pager pager{&swap_, this};
     for (const auto& client : registry_.snapshot()) {
+      // The periodic look at the hint ring: hints that need no prompt action (COLD, HOT,
+      // SEQUENTIAL...) wait for it rather than ring a doorbell.
+      drain_hints(*client, pager, false);
+      // PAGEOUT hints: their pages are the policy's first victims.
+      for (uint64_t pageout = client->pageout_pages.exchange(0); pageout > 0;) {
+        const uint64_t evicted = evict_batch(*client, std::min(pageout, kBatchPages));
+        if (evicted == 0) break;
+        pageout -= std::min(pageout, evicted);
+      }
       const uint64_t limit = client->limit_pages();
       if (limit == 0) continue;
       uint64_t resident;

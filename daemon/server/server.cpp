@@ -291,7 +291,8 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
       reg.arena_base,
       own_limit != 0 ? format_size(own_limit * kPageSize, limit_text, sizeof(limit_text)) : "none",
       client->terms().limit_source, assigned.policy);
-  send_reply(client->socket_fd(), 0, 0, client->limit_pages() * kPageSize, "registered");
+  send_reply(client->socket_fd(), 0, wire::kReplyTakesRequests, client->limit_pages() * kPageSize,
+             "registered");
   return client;
 }
 

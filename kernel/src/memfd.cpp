@@ -8,6 +8,9 @@
 
 #include <cstdio>
 #include <cstring>
+#include <utility>
+
+#include "extmem/kernel/raw_mm.hpp"
 
 namespace extmem::kernel {
 
@@ -97,6 +100,45 @@ Result<size_t> Memfd::read_at(void* buf, size_t len, uint64_t offset) const noex
   ssize_t n = pread(fd(), buf, len, static_cast<off_t>(offset));
   if (n < 0) return Error::from_errno("pread(memfd, %#lx)", static_cast<unsigned long>(offset));
   return static_cast<size_t>(n);
+}
+
+Result<void> Memfd::add_seals(unsigned seals) noexcept {
+  if (fcntl(fd(), F_ADD_SEALS, seals) != 0) return Error::from_errno("F_ADD_SEALS(memfd)");
+  return {};
+}
+
+Result<unsigned> Memfd::seals() const noexcept {
+  int seals = fcntl(fd(), F_GET_SEALS);
+  if (seals < 0) return Error::from_errno("F_GET_SEALS(memfd)");
+  return static_cast<unsigned>(seals);
+}
+
+Result<SharedMapping> SharedMapping::map(int fd, size_t size, bool dontfork) noexcept {
+  void* p = raw_mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return Error::from_errno("mmap(%zu bytes of fd %d)", size, fd);
+  SharedMapping mapping;
+  mapping.address_ = p;
+  mapping.size_ = size;
+  if (dontfork && raw_madvise(p, size, MADV_DONTFORK) != 0) {
+    return Error::from_errno("madvise(MADV_DONTFORK)");
+  }
+  return mapping;
+}
+
+SharedMapping::SharedMapping(SharedMapping&& other) noexcept
+    : address_(std::exchange(other.address_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+SharedMapping& SharedMapping::operator=(SharedMapping&& other) noexcept {
+  if (this != &other) {
+    if (address_ != nullptr) raw_munmap(address_, size_);
+    address_ = std::exchange(other.address_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+SharedMapping::~SharedMapping() {
+  if (address_ != nullptr) raw_munmap(address_, size_);
 }
 
 }  // namespace extmem::kernel

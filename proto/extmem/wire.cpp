@@ -1,6 +1,7 @@
 #include "extmem/wire.hpp"
 
 #include <cstring>
+#include <initializer_list>
 
 namespace extmem::wire {
 
@@ -111,8 +112,7 @@ DecodeError decode_header(const std::byte* data, size_t size, FrameHeader* out) 
   if (out->length > kMaxPayload) return DecodeError::kOversized;
   if (size - kHeaderSize < out->length) return DecodeError::kTruncated;
   if (size - kHeaderSize > out->length) return DecodeError::kTrailingBytes;
-  if (type < static_cast<uint16_t>(MsgType::kHello) ||
-      type > static_cast<uint16_t>(MsgType::kRegister)) {
+  if (type < static_cast<uint16_t>(MsgType::kHello) || type > static_cast<uint16_t>(kLastMsgType)) {
     return DecodeError::kUnknownType;
   }
   out->type = static_cast<MsgType>(type);
@@ -164,6 +164,69 @@ DecodeError decode(const std::byte* payload, size_t size, Reply* out) noexcept {
 DecodeError decode(const std::byte* payload, size_t size, Register* out) noexcept {
   Reader r(payload, size);
   if (!r.u64(&out->arena_base) || !r.u64(&out->arena_size)) return DecodeError::kTruncated;
+  return r.finish();
+}
+
+size_t encode(const AttachHints& msg, std::byte* buf) noexcept {
+  Writer w(buf);
+  w.u64(msg.ring_bytes);
+  return w.finish(MsgType::kAttachHints);
+}
+
+size_t encode(const SetPolicy& msg, std::byte* buf) noexcept {
+  Writer w(buf);
+  w.str(msg.policy);
+  return w.finish(MsgType::kSetPolicy);
+}
+
+size_t encode(const GetStats&, std::byte* buf) noexcept {
+  return Writer(buf).finish(MsgType::kGetStats);
+}
+
+namespace {
+
+// The Stats counters in wire order.
+template <class S, class Fn>
+void for_each_stat(S& msg, Fn&& fn) {
+  for (auto* field :
+       {&msg.limit_bytes, &msg.resident_bytes, &msg.swapped_bytes, &msg.first_touch_faults,
+        &msg.major_faults, &msg.minor_faults, &msg.evictions, &msg.prefetched_pages,
+        &msg.hints_received, &msg.hints_applied, &msg.hints_invalid, &msg.hints_ring_full}) {
+    fn(*field);
+  }
+}
+
+}  // namespace
+
+size_t encode(const Stats& msg, std::byte* buf) noexcept {
+  Writer w(buf);
+  for_each_stat(msg, [&](uint64_t v) { w.u64(v); });
+  w.str(msg.policy);
+  return w.finish(MsgType::kStats);
+}
+
+DecodeError decode(const std::byte* payload, size_t size, AttachHints* out) noexcept {
+  Reader r(payload, size);
+  if (!r.u64(&out->ring_bytes)) return DecodeError::kTruncated;
+  return r.finish();
+}
+
+DecodeError decode(const std::byte* payload, size_t size, SetPolicy* out) noexcept {
+  Reader r(payload, size);
+  if (DecodeError e = r.str(out->policy, kMaxPolicyName); e != DecodeError::kOk) return e;
+  return r.finish();
+}
+
+DecodeError decode(const std::byte* payload, size_t size, GetStats*) noexcept {
+  return Reader(payload, size).finish();
+}
+
+DecodeError decode(const std::byte* payload, size_t size, Stats* out) noexcept {
+  Reader r(payload, size);
+  bool ok = true;
+  for_each_stat(*out, [&](uint64_t& v) { ok = ok && r.u64(&v); });
+  if (!ok) return DecodeError::kTruncated;
+  if (DecodeError e = r.str(out->policy, kMaxPolicyName); e != DecodeError::kOk) return e;
   return r.finish();
 }
 

@@ -72,6 +72,18 @@ std::vector<std::pair<std::string, Bytes>> seeds() {
                    encoded(reply(EPROTO, 0, 0, std::string(wire::kMaxMessage, 'x').c_str())));
   out.emplace_back("register", encoded(wire::Register{0x7f0000000000, 256ULL << 30}));
   out.emplace_back("register_huge", encoded(wire::Register{0xfffffffffffff000, UINT64_MAX}));
+  out.emplace_back("attach_hints", encoded(wire::AttachHints{33088}));
+  wire::SetPolicy set_policy;
+  wire::copy_text(set_policy.policy, sizeof(set_policy.policy), "fifo");
+  out.emplace_back("set_policy", encoded(set_policy));
+  out.emplace_back("get_stats", encoded(wire::GetStats{}));
+  wire::Stats stats;
+  stats.limit_bytes = 64ULL << 20;
+  stats.resident_bytes = 60ULL << 20;
+  stats.major_faults = 1234;
+  stats.hints_received = 10;
+  wire::copy_text(stats.policy, sizeof(stats.policy), "clock");
+  out.emplace_back("stats", encoded(stats));
 
   // One per decode error.
   Bytes frame = encoded(hello(0, 0, "clock"));
@@ -87,7 +99,7 @@ std::vector<std::pair<std::string, Bytes>> seeds() {
   out.emplace_back("truncated", Bytes(frame.begin(), frame.end() - 3));
   out.emplace_back("header_only", Bytes(frame.begin(), frame.begin() + wire::kHeaderSize - 1));
   Bytes unknown_type = frame;
-  put_le(&unknown_type, 6, 4, 2);
+  put_le(&unknown_type, 6, static_cast<uint16_t>(wire::kLastMsgType) + 1, 2);
   out.emplace_back("unknown_type", unknown_type);
   Bytes trailing = encoded(wire::Register{0x10000000, 1 << 20});
   trailing.push_back(0);

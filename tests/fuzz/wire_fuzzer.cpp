@@ -9,18 +9,23 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 
 #include "extmem/wire.hpp"
 
 namespace {
 
+using extmem::wire::AttachHints;
 using extmem::wire::DecodeError;
 using extmem::wire::FrameHeader;
+using extmem::wire::GetStats;
 using extmem::wire::Hello;
 using extmem::wire::MsgType;
 using extmem::wire::Register;
 using extmem::wire::Reply;
+using extmem::wire::SetPolicy;
+using extmem::wire::Stats;
 namespace wire = extmem::wire;
 
 // A violated property aborts, which libFuzzer reports as a crash with the input saved.
@@ -51,6 +56,14 @@ void check_fields(const Reply& m) {
   check_text(m.message, wire::kMaxMessage);
 }
 void check_fields(const Register&) {}
+void check_fields(const AttachHints&) {}
+void check_fields(const SetPolicy& m) {
+  check_text(m.policy, wire::kMaxPolicyName);
+}
+void check_fields(const GetStats&) {}
+void check_fields(const Stats& m) {
+  check_text(m.policy, wire::kMaxPolicyName);
+}
 
 bool same(const Hello& a, const Hello& b) {
   return a.dram_limit == b.dram_limit && a.flags == b.flags && strcmp(a.policy, b.policy) == 0;
@@ -62,6 +75,18 @@ bool same(const Reply& a, const Reply& b) {
 bool same(const Register& a, const Register& b) {
   return a.arena_base == b.arena_base && a.arena_size == b.arena_size;
 }
+bool same(const AttachHints& a, const AttachHints& b) {
+  return a.ring_bytes == b.ring_bytes;
+}
+bool same(const SetPolicy& a, const SetPolicy& b) {
+  return strcmp(a.policy, b.policy) == 0;
+}
+bool same(const GetStats&, const GetStats&) {
+  return true;
+}
+bool same(const Stats& a, const Stats& b) {
+  return memcmp(&a, &b, offsetof(Stats, policy)) == 0 && strcmp(a.policy, b.policy) == 0;
+}
 
 constexpr MsgType type_of(const Hello&) {
   return MsgType::kHello;
@@ -71,6 +96,23 @@ constexpr MsgType type_of(const Reply&) {
 }
 constexpr MsgType type_of(const Register&) {
   return MsgType::kRegister;
+}
+constexpr MsgType type_of(const AttachHints&) {
+  return MsgType::kAttachHints;
+}
+constexpr MsgType type_of(const SetPolicy&) {
+  return MsgType::kSetPolicy;
+}
+constexpr MsgType type_of(const GetStats&) {
+  return MsgType::kGetStats;
+}
+constexpr MsgType type_of(const Stats&) {
+  return MsgType::kStats;
+}
+// Whether a message has a string field (only those can fail with kBadString).
+constexpr bool has_text(MsgType type) {
+  return type == MsgType::kHello || type == MsgType::kReply || type == MsgType::kSetPolicy ||
+         type == MsgType::kStats;
 }
 
 // Decodes `payload` as a Msg. A payload decoders only fail on their own fields; one that
@@ -82,7 +124,7 @@ void decode_payload(const std::byte* payload, size_t size, const std::byte* fram
   const DecodeError e = wire::decode(payload, size, &msg);
   FUZZ_CHECK(e == DecodeError::kOk || e == DecodeError::kTruncated ||
              e == DecodeError::kTrailingBytes ||
-             (e == DecodeError::kBadString && type_of(msg) != MsgType::kRegister));
+             (e == DecodeError::kBadString && has_text(type_of(msg))));
   if (e != DecodeError::kOk) return;
   check_fields(msg);
   std::byte encoded[wire::kMaxFrame];
@@ -114,6 +156,13 @@ void decode_frame(const std::byte* data, size_t size) {
   decode_payload<Reply>(payload, header.length, header.type == MsgType::kReply ? data : nullptr);
   decode_payload<Register>(payload, header.length,
                            header.type == MsgType::kRegister ? data : nullptr);
+  decode_payload<AttachHints>(payload, header.length,
+                              header.type == MsgType::kAttachHints ? data : nullptr);
+  decode_payload<SetPolicy>(payload, header.length,
+                            header.type == MsgType::kSetPolicy ? data : nullptr);
+  decode_payload<GetStats>(payload, header.length,
+                           header.type == MsgType::kGetStats ? data : nullptr);
+  decode_payload<Stats>(payload, header.length, header.type == MsgType::kStats ? data : nullptr);
 }
 
 // Encodes `msg` and expects the decoders to give it back.
@@ -155,6 +204,20 @@ void encode_messages(const uint8_t* data, size_t size) {
   reg.arena_base = input.ConsumeIntegral<uint64_t>();
   reg.arena_size = input.ConsumeIntegral<uint64_t>();
   round_trip(reg);
+
+  AttachHints attach;
+  attach.ring_bytes = input.ConsumeIntegral<uint64_t>();
+  round_trip(attach);
+  SetPolicy set;
+  wire::copy_text(set.policy, sizeof(set.policy), input.ConsumeRandomLengthString(64).c_str());
+  round_trip(set);
+  round_trip(GetStats{});
+  Stats stats;
+  for (uint64_t* field : {&stats.limit_bytes, &stats.major_faults, &stats.hints_ring_full}) {
+    *field = input.ConsumeIntegral<uint64_t>();
+  }
+  wire::copy_text(stats.policy, sizeof(stats.policy), input.ConsumeRandomLengthString(64).c_str());
+  round_trip(stats);
 }
 
 }  // namespace
@@ -167,6 +230,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   decode_payload<Hello>(bytes, size, nullptr);
   decode_payload<Reply>(bytes, size, nullptr);
   decode_payload<Register>(bytes, size, nullptr);
+  decode_payload<AttachHints>(bytes, size, nullptr);
+  decode_payload<SetPolicy>(bytes, size, nullptr);
+  decode_payload<GetStats>(bytes, size, nullptr);
+  decode_payload<Stats>(bytes, size, nullptr);
   encode_messages(data, size);
   return 0;
 }

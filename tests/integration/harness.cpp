@@ -67,6 +67,10 @@ std::string workload_path(const ScratchDir& dir) {
   return copy_into(dir, EXTMEM_WORKLOAD_PATH, "extmem-workload");
 }
 
+std::string hints_path(const ScratchDir& dir) {
+  return copy_into(dir, EXTMEM_HINTS_PATH, "extmem-hints");
+}
+
 std::string paging_path(const ScratchDir& dir) {
   return copy_into(dir, EXTMEM_PAGING_PATH, "extmem-paging");
 }

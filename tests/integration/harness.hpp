@@ -84,6 +84,7 @@ class Daemon {
 std::string shim_path(const ScratchDir& dir);
 std::string workload_path(const ScratchDir& dir);
 std::string paging_path(const ScratchDir& dir);
+std::string hints_path(const ScratchDir& dir);
 
 // A started process whose stdout and stderr go to files.
 struct Started {

@@ -22,6 +22,7 @@
 #include <cinttypes>
 #include <cstring>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,6 +30,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "extmem/hint_ring.hpp"
 #include "extmem/kernel/fd.hpp"
 #include "extmem/kernel/unix_socket.hpp"
 #include "extmem/wire.hpp"
@@ -505,6 +507,8 @@ RawConnection register_arena(const Daemon& daemon, const Arena& arena) {
   EXPECT_TRUE(connection.send(arena.reg(), arena.fds()));
   wire::Reply reply = connection.reply();
   EXPECT_EQ(reply.status, 0) << reply.message;
+  // It serves requests after registration (AttachHints, SetPolicy, GetStats).
+  EXPECT_TRUE(reply.flags & wire::kReplyTakesRequests);
   return connection;
 }
 
@@ -539,6 +543,113 @@ TEST(HostileClients, BlockingUserfaultfdsDoNotHoldTheFaultThreads) {
     arena.page(1)[0] = 1;
     expect_real_client_served(dir, daemon);
   }
+}
+
+// A hint ring made by hand: a memfd of `size` bytes, sealed or not, mapped here.
+struct HandMadeRing {
+  explicit HandMadeRing(size_t size = sizeof(hints::HintRing), bool sealed = true)
+      : memfd(memfd_create("hints", MFD_CLOEXEC | MFD_ALLOW_SEALING)),
+        doorbell(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    EXPECT_EQ(ftruncate(memfd.get(), static_cast<off_t>(size)), 0);
+    if (sealed) {
+      EXPECT_EQ(fcntl(memfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+    }
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), 0);
+    EXPECT_NE(p, MAP_FAILED);
+    ring = static_cast<hints::HintRing*>(p);
+    if (size >= sizeof(hints::HintRing)) hints::init_ring(ring);
+  }
+  kernel::UniqueFd memfd;
+  kernel::UniqueFd doorbell;
+  hints::HintRing* ring;
+};
+
+wire::Reply attach(RawConnection& connection, const HandMadeRing& ring, int doorbell = -1) {
+  wire::AttachHints request;
+  request.ring_bytes = sizeof(hints::HintRing);
+  EXPECT_TRUE(
+      connection.send(request, {ring.memfd.get(), doorbell >= 0 ? doorbell : ring.doorbell.get()}));
+  return connection.reply();
+}
+
+// A client scribbling over its hint ring, entries and indices: every entry the daemon
+// takes is validated and counted, a drain takes a bounded share, and the daemon keeps
+// serving this client and the others. Rings it cannot map safely are refused.
+TEST(HostileClients, HintRingGarbageIsCountedAndTheDaemonKeepsServing) {
+  ScratchDir dir;
+  Daemon daemon(dir,
+                {"--swap", dir.file("swapfile"), "--swap-size", "64M", "--fault-threads", "1"});
+  Arena arena;
+  RawConnection connection = register_arena(daemon, arena);
+  arena.page(1)[0] = 42;
+  {
+    SCOPED_TRACE("refused rings");
+    HandMadeRing unsealed(sizeof(hints::HintRing), false);
+    EXPECT_THAT(attach(connection, unsealed).message, HasSubstr("not sealed"));
+    HandMadeRing small(4096);
+    EXPECT_THAT(attach(connection, small).message, HasSubstr("holds 4096 bytes"));
+    HandMadeRing bad_doorbell;
+    EXPECT_THAT(attach(connection, bad_doorbell, arena.memfd()).message,
+                HasSubstr("not an eventfd"));
+  }
+  HandMadeRing ring;
+  wire::Reply attached = attach(connection, ring);
+  ASSERT_EQ(attached.status, 0) << attached.message;
+  EXPECT_EQ(attach(connection, ring).status, EEXIST);
+
+  // Entries the daemon will take (their sequences are right), with every kind of garbage.
+  constexpr uint64_t kForged = 3000;  // more than a ring's worth: the slots are reused
+  std::mt19937_64 rng(11);
+  uint64_t next = 0;
+  const uint64_t kinds[][3] = {
+      {arena.base(), kPage, 99},                    // unknown hint
+      {arena.base() + 1, kPage, 5},                 // misaligned
+      {arena.base(), 0, 5},                         // empty
+      {~uint64_t{0} & ~(kPage - 1), 2 * kPage, 3},  // wraps around
+      {arena.base() + kArenaSize, kPage, 3},        // just past the arena
+      {0x1000, uint64_t{1} << 46, 5},               // larger than the arena
+      {arena.base() - 16 * kPage, 8 * kPage, 6},    // before the arena
+  };
+  while (next < kForged) {
+    hints::HintSlot& slot = ring.ring->slots[next % hints::kEntries];
+    // The daemon frees a slot by storing next + kEntries: wait for it to come round.
+    for (int i = 0; i < 500 && slot.sequence.load() != next; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    ASSERT_EQ(slot.sequence.load(), next) << "the daemon stopped draining";
+    const auto& kind = kinds[rng() % std::size(kinds)];
+    slot.addr = kind[0];
+    slot.len = kind[1];
+    slot.hint = static_cast<uint32_t>(kind[2]);
+    slot.sequence = next + 1;
+    ++next;
+    // And scribbles over what the daemon must not trust.
+    ring.ring->head = rng();
+    ring.ring->doorbell_armed = static_cast<uint32_t>(rng());
+    if (next % 100 == 0) {
+      ASSERT_EQ(eventfd_write(ring.doorbell.get(), 1), 0);
+    }
+  }
+  // Pure garbage after the forged entries: not published, so never taken.
+  for (uint64_t i = 0; i < 200; ++i) {
+    auto* words = reinterpret_cast<uint64_t*>(&ring.ring->slots[(next + i) % hints::kEntries]);
+    words[1] = rng();
+    words[2] = rng();
+  }
+  ASSERT_EQ(eventfd_write(ring.doorbell.get(), 1), 0);
+  ASSERT_TRUE(daemon.wait_for_log("invalid hint")) << daemon.log();
+
+  // The client is still served, its data intact; so are others.
+  EXPECT_EQ(arena.page(1)[0], 42);
+  arena.page(2)[0] = 7;
+  EXPECT_EQ(arena.page(2)[0], 7);
+  ASSERT_NO_FATAL_FAILURE(expect_real_client_served(dir, daemon));
+  connection.close();
+  EXPECT_EQ(departed_counter(daemon, getpid(), "invalid"), kForged) << daemon.log();
+  EXPECT_EQ(departed_counter(daemon, getpid(), "received"), kForged);
+  EXPECT_EQ(departed_counter(daemon, getpid(), "applied"), 0u);
+  // The log names a few, not thousands.
+  EXPECT_LE(count_occurrences(daemon.log(), "invalid hint"), 10);
 }
 
 // Reads /proc/self/maps as the daemon reads a client's: in chunks of its line buffer.

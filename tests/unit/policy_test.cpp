@@ -13,6 +13,7 @@
 
 #include "policy/clock_policy.hpp"
 #include "policy/fifo_policy.hpp"
+#include "policy/page_hints.hpp"
 
 namespace extmem::daemon {
 namespace {
@@ -435,6 +436,85 @@ TEST(PolicyMemoryTest, ChurnWithoutScansStaysBounded) {
     EXPECT_EQ(policy->resident_pages(), kResident);
     EXPECT_LE(peak, 10 * kResident + 64 * 1024);
   }
+}
+
+// Hints, for every policy: pages declared cold go first, hot pages last.
+class PolicyHintTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PolicyHintTest, ColdPagesAreEvictedBeforeAnyOther) {
+  std::unique_ptr<Policy> policy = make_policy(GetParam());
+  Mechanism mechanism(*policy, 1000);
+  for (uint64_t page = 0; page < 600; ++page) mechanism.touch(sparse_page(page));
+  // Cold: a run in the middle, across a chunk boundary of the sparse layout.
+  policy->on_hint(sparse_page(400), 50, PageHint::kCold);
+  Policy::Scan scan;
+  policy->scan(30, &scan);
+  ASSERT_EQ(scan.victims.size(), 30u);
+  for (size_t i = 0; i < 30; ++i) EXPECT_EQ(scan.victims[i], sparse_page(400 + i));
+  // The last 20 cold pages, then whatever the policy's own scan finds (clock may find
+  // none yet: its first pass only resets new pages).
+  policy->scan(30, &scan);
+  ASSERT_GE(scan.victims.size(), 20u);
+  for (size_t i = 0; i < 20; ++i) EXPECT_EQ(scan.victims[i], sparse_page(430 + i));
+  EXPECT_EQ(policy->resident_pages(), 570u - scan.victims.size());
+}
+
+TEST_P(PolicyHintTest, ColdHintOnPagesNotResidentIsHarmless) {
+  std::unique_ptr<Policy> policy = make_policy(GetParam());
+  policy->on_hint(0, uint64_t{1} << 20, PageHint::kCold);
+  Mechanism mechanism(*policy, 100);
+  for (uint64_t page = 0; page < 300; ++page) mechanism.touch(page);
+  EXPECT_EQ(mechanism.resident_count(), 100u);
+}
+
+TEST_P(PolicyHintTest, HotPagesStayWhileAnyOtherPageCanGo) {
+  std::unique_ptr<Policy> policy = make_policy(GetParam());
+  Mechanism mechanism(*policy, 200);
+  policy->on_hint(1000, 100, PageHint::kHot);
+  for (uint64_t page = 1000; page < 1100; ++page) mechanism.touch(page);
+  // A scan through ten times the limit, touching each page once.
+  for (uint64_t page = 0; page < 2000; ++page) mechanism.touch(page);
+  for (uint64_t page = 1000; page < 1100; ++page) EXPECT_TRUE(mechanism.resident(page)) << page;
+  // Hot pages only are left: they go too, reclaim always progresses.
+  policy->on_hint(0, 1000, PageHint::kHot);
+  policy->on_hint(1100, 900, PageHint::kHot);
+  mechanism.reclaim(50);
+  EXPECT_LT(mechanism.resident_count(), 200u);
+}
+
+TEST_P(PolicyHintTest, NormalForgetsHotAndColdMakesHotPagesOrdinary) {
+  std::unique_ptr<Policy> policy = make_policy(GetParam());
+  Mechanism mechanism(*policy, 100);
+  policy->on_hint(0, 100, PageHint::kHot);
+  policy->on_hint(40, 20, PageHint::kNormal);  // splits the hot range
+  for (uint64_t page = 0; page < 100; ++page) mechanism.touch(page);
+  for (uint64_t page = 100; page < 120; ++page) mechanism.touch(page);
+  uint64_t evicted_normal = 0;
+  for (uint64_t page = 0; page < 100; ++page) {
+    if (page < 40 || page >= 60) {
+      EXPECT_TRUE(mechanism.resident(page)) << page;
+    } else {
+      evicted_normal += !mechanism.resident(page);
+    }
+  }
+  EXPECT_GT(evicted_normal, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPolicies, PolicyHintTest, ::testing::ValuesIn(policy_names()));
+
+TEST(PageHintsTest, HotRangesSplitMergeAndClear) {
+  PageHints hints;
+  hints.set_hot(10, 10, true);
+  hints.set_hot(15, 10, true);  // overlaps: [10, 25)
+  for (uint64_t p = 0; p < 30; ++p) EXPECT_EQ(hints.hot(p), p >= 10 && p < 25) << p;
+  hints.set_hot(12, 2, false);
+  for (uint64_t p = 0; p < 30; ++p) {
+    EXPECT_EQ(hints.hot(p), p >= 10 && p < 25 && (p < 12 || p >= 14)) << p;
+  }
+  hints.set_hot(0, UINT64_MAX, false);
+  EXPECT_FALSE(hints.any_hot());
+  hints.set_hot(UINT64_MAX - 5, 100, true);  // clamped at the end of the page space
+  EXPECT_TRUE(hints.hot(UINT64_MAX - 1));
 }
 
 }  // namespace

@@ -108,5 +108,39 @@ TEST(ReadaheadTest, LeastRecentlyFaultingThreadIsForgotten) {
   EXPECT_EQ(r.on_fault(1, 1031).window, 1u);  // a new stream
 }
 
+TEST(ReadaheadTest, AdviceOverridesTheWindow) {
+  Readahead r;
+  EXPECT_EQ(r.on_fault(1, 100, AccessPattern::kSequential).window, Readahead::kMaxWindow);
+  r.on_read(1, 100, Readahead::kMaxWindow);
+  // A sequential run under RANDOM advice still reads one page per fault.
+  EXPECT_EQ(r.on_fault(1, 100 + Readahead::kMaxWindow, AccessPattern::kRandom).window, 1u);
+  r.on_read(1, 100 + Readahead::kMaxWindow, 1);
+  EXPECT_EQ(r.on_fault(1, 101 + Readahead::kMaxWindow, AccessPattern::kRandom).window, 1u);
+}
+
+TEST(RangeAdviceTest, LaterAdviceReplacesEarlierWhereTheyOverlap) {
+  RangeAdvice advice;
+  advice.set(100, 100, AccessPattern::kSequential);
+  advice.set(150, 100, AccessPattern::kRandom);
+  advice.set(120, 10, AccessPattern::kNormal);
+  for (uint64_t p : {99, 100, 119, 120, 129, 130, 149, 150, 249, 250}) {
+    const AccessPattern want = p < 100 || (p >= 120 && p < 130) || p >= 250 ? AccessPattern::kNormal
+                               : p < 150 ? AccessPattern::kSequential
+                                         : AccessPattern::kRandom;
+    EXPECT_EQ(advice.at(p), want) << p;
+  }
+  EXPECT_EQ(advice.ranges(), 3u);
+  advice.set(0, UINT64_MAX, AccessPattern::kNormal);
+  EXPECT_EQ(advice.ranges(), 0u);
+}
+
+TEST(RangeAdviceTest, IsBoundedInRanges) {
+  RangeAdvice advice;
+  for (uint64_t i = 0; i < 2 * RangeAdvice::kMaxRanges; ++i) {
+    advice.set(2 * i, 1, AccessPattern::kRandom);
+  }
+  EXPECT_EQ(advice.ranges(), RangeAdvice::kMaxRanges);
+}
+
 }  // namespace
 }  // namespace extmem::daemon

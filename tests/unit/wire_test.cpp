@@ -196,7 +196,7 @@ TEST(WireTest, DecodeHeaderChecksDeclaredLengthAgainstFrameSize) {
 TEST(WireTest, DecodeHeaderRejectsUnknownTypes) {
   Frame frame = Encode(Register{});
   FrameHeader header;
-  for (uint16_t type : {uint16_t{0}, uint16_t{4}, uint16_t{0x100}, uint16_t{0xffff}}) {
+  for (uint16_t type : {uint16_t{0}, uint16_t{8}, uint16_t{0x100}, uint16_t{0xffff}}) {
     PutU16(&frame, 6, type);
     EXPECT_EQ(decode_header(frame.data(), frame.size(), &header), DecodeError::kUnknownType)
         << type;
@@ -224,27 +224,43 @@ TEST(WireTest, PayloadDecodersReportTruncatedForEveryPrefix) {
   copy_text(reply.message, sizeof(reply.message), "no such policy");
   ExpectEveryPrefixTruncated(reply);
   ExpectEveryPrefixTruncated(Register{});
+  ExpectEveryPrefixTruncated(AttachHints{});
+  SetPolicy set;
+  copy_text(set.policy, sizeof(set.policy), "clock");
+  ExpectEveryPrefixTruncated(set);
+  Stats stats;
+  copy_text(stats.policy, sizeof(stats.policy), "fifo");
+  ExpectEveryPrefixTruncated(stats);
 }
 
-TEST(WireTest, PayloadDecodersRejectTrailingBytes) {
-  Hello hello;
-  Frame frame = Encode(hello);
-  frame.push_back(std::byte{'x'});
-  Hello hello_out;
-  EXPECT_EQ(decode(frame.data() + kHeaderSize, frame.size() - kHeaderSize, &hello_out),
-            DecodeError::kTrailingBytes);
+TEST(WireTest, RequestsAfterRegistrationRoundTripAllFields) {
+  AttachHints attach;
+  attach.ring_bytes = 0x123456789abcdef0;
+  AttachHints attach_out;
+  ASSERT_EQ(DecodeFrame(Encode(attach), MsgType::kAttachHints, &attach_out), DecodeError::kOk);
+  EXPECT_EQ(attach_out.ring_bytes, attach.ring_bytes);
 
-  frame = Encode(Reply{});
-  frame.push_back(std::byte{0});
-  Reply reply_out;
-  EXPECT_EQ(decode(frame.data() + kHeaderSize, frame.size() - kHeaderSize, &reply_out),
-            DecodeError::kTrailingBytes);
+  SetPolicy set;
+  copy_text(set.policy, sizeof(set.policy), Repeat('p', kMaxPolicyName).c_str());
+  SetPolicy set_out;
+  ASSERT_EQ(DecodeFrame(Encode(set), MsgType::kSetPolicy, &set_out), DecodeError::kOk);
+  EXPECT_STREQ(set_out.policy, set.policy);
 
-  frame = Encode(Register{});
-  frame.push_back(std::byte{0});
-  Register register_out;
-  EXPECT_EQ(decode(frame.data() + kHeaderSize, frame.size() - kHeaderSize, &register_out),
-            DecodeError::kTrailingBytes);
+  GetStats get_out;
+  ASSERT_EQ(DecodeFrame(Encode(GetStats{}), MsgType::kGetStats, &get_out), DecodeError::kOk);
+  EXPECT_EQ(Encode(GetStats{}).size(), kHeaderSize);
+
+  Stats stats;
+  uint64_t* fields[] = {&stats.limit_bytes,        &stats.resident_bytes,   &stats.swapped_bytes,
+                        &stats.first_touch_faults, &stats.major_faults,     &stats.minor_faults,
+                        &stats.evictions,          &stats.prefetched_pages, &stats.hints_received,
+                        &stats.hints_applied,      &stats.hints_invalid,    &stats.hints_ring_full};
+  for (size_t i = 0; i < std::size(fields); ++i) *fields[i] = (uint64_t{1} << 40) + i;
+  copy_text(stats.policy, sizeof(stats.policy), "clock");
+  Stats out;
+  ASSERT_EQ(DecodeFrame(Encode(stats), MsgType::kStats, &out), DecodeError::kOk);
+  EXPECT_EQ(memcmp(&out, &stats, offsetof(Stats, policy)), 0);
+  EXPECT_STREQ(out.policy, "clock");
 }
 
 // A Hello payload whose policy string is `policy` byte for byte, length prefix included.
@@ -389,6 +405,46 @@ TEST(WireTest, RandomBuffersNeverCrashTheDecoders) {
   }
   // The valid-header half really reached the payload decoders.
   EXPECT_GT(header_ok, 5000u);
+}
+
+TEST(WireTest, RequestsRejectTrailingBytesAndBadPolicyNames) {
+  Frame frame = Encode(GetStats{});
+  frame.push_back(std::byte{0});
+  GetStats get;
+  EXPECT_EQ(decode(frame.data() + kHeaderSize, frame.size() - kHeaderSize, &get),
+            DecodeError::kTrailingBytes);
+  frame = Encode(AttachHints{});
+  frame.push_back(std::byte{0});
+  AttachHints attach;
+  EXPECT_EQ(decode(frame.data() + kHeaderSize, frame.size() - kHeaderSize, &attach),
+            DecodeError::kTrailingBytes);
+  // A SetPolicy payload is a Hello's policy string alone.
+  Frame payload = HelloPayload(Repeat('p', kMaxPolicyName + 1));
+  SetPolicy set;
+  EXPECT_EQ(decode(payload.data() + 12, payload.size() - 12, &set), DecodeError::kBadString);
+  payload = HelloPayload("cl\x01ck");
+  EXPECT_EQ(decode(payload.data() + 12, payload.size() - 12, &set), DecodeError::kBadString);
+}
+
+TEST(WireTest, PayloadDecodersRejectTrailingBytes) {
+  Hello hello;
+  Frame frame = Encode(hello);
+  frame.push_back(std::byte{'x'});
+  Hello hello_out;
+  EXPECT_EQ(decode(frame.data() + kHeaderSize, frame.size() - kHeaderSize, &hello_out),
+            DecodeError::kTrailingBytes);
+
+  frame = Encode(Reply{});
+  frame.push_back(std::byte{0});
+  Reply reply_out;
+  EXPECT_EQ(decode(frame.data() + kHeaderSize, frame.size() - kHeaderSize, &reply_out),
+            DecodeError::kTrailingBytes);
+
+  frame = Encode(Register{});
+  frame.push_back(std::byte{0});
+  Register register_out;
+  EXPECT_EQ(decode(frame.data() + kHeaderSize, frame.size() - kHeaderSize, &register_out),
+            DecodeError::kTrailingBytes);
 }
 
 }  // namespace

@@ -32,6 +32,13 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+// An eventfd (a counter other processes can be woken through).
+Result<UniqueFd> make_eventfd(int flags) noexcept;
+// Adds 1 to an eventfd; false (errno set) on failure.
+bool signal_eventfd(int fd) noexcept;
+// Whether `fd` is an eventfd.
+bool is_eventfd(int fd) noexcept;
+
 // The (device, inode) of the file `fd` refers to.
 Result<void> file_identity(int fd, dev_t* dev, ino_t* ino) noexcept;
 

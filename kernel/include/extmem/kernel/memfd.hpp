@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "extmem/kernel/fd.hpp"
 #include "extmem/kernel/result.hpp"
@@ -33,10 +34,39 @@ class Memfd {
   // file's size when there is none.
   Result<uint64_t> next_data(uint64_t offset) const noexcept;
   Result<uint64_t> next_hole(uint64_t offset) const noexcept;
+  // F_ADD_SEALS / F_GET_SEALS (the memfd must allow sealing).
+  Result<void> add_seals(unsigned seals) noexcept;
+  Result<unsigned> seals() const noexcept;
 
  private:
   explicit Memfd(UniqueFd fd) noexcept : fd_(std::move(fd)) {}
   UniqueFd fd_;
+};
+
+// A shared mapping of a whole file, unmapped at destruction.
+class SharedMapping {
+ public:
+  SharedMapping() = default;
+  // Maps `size` bytes of `fd` read-write and shared. `dontfork`: a fork() child does not
+  // inherit it.
+  static Result<SharedMapping> map(int fd, size_t size, bool dontfork) noexcept;
+  SharedMapping(SharedMapping&& other) noexcept;
+  SharedMapping& operator=(SharedMapping&& other) noexcept;
+  SharedMapping(const SharedMapping&) = delete;
+  SharedMapping& operator=(const SharedMapping&) = delete;
+  ~SharedMapping();
+
+  void* address() const noexcept { return address_; }
+  size_t size() const noexcept { return size_; }
+  // Gives up ownership: the mapping stays for the process's lifetime.
+  void* release() noexcept {
+    size_ = 0;
+    return std::exchange(address_, nullptr);
+  }
+
+ private:
+  void* address_ = nullptr;
+  size_t size_ = 0;
 };
 
 }  // namespace extmem::kernel
