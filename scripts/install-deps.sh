@@ -8,6 +8,7 @@ packages=(
   libtomlplusplus-dev
   liburing-dev libspdlog-dev libboost-dev libgtest-dev libgmock-dev
   util-linux procps systemd
+  fio gnuplot-nox  # bench/run.sh: the device ceiling and the plots (bench.smoke)
 )
 missing=()
 for p in "${packages[@]}"; do
