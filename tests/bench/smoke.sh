@@ -43,4 +43,5 @@ for png in bench-throughput.png bench-over-time.png; do
 done
 # The harness left no swap on.
 ! grep -q "$out" /proc/swaps || fail "kernel swap left on"
+cat "$table"
 echo "bench.smoke: ok (harness exit $rc)"
