@@ -586,12 +586,14 @@ if want kernel; then
 fi
 
 # ---- tables -----------------------------------------------------------------------
-ok_pps() { [[ ${STATUS[$1]:-} == ok ]] && echo "${PPS[$1]}"; }
-ok_pop() { [[ ${STATUS[$1]:-} == ok ]] && echo "${POP[$1]}"; }
+# A passed run's figure, else nothing (and status 0: these run under set -e).
+ok_pps() { if [[ ${STATUS[$1]:-} == ok ]]; then echo "${PPS[$1]}"; fi; }
+ok_pop() { if [[ ${STATUS[$1]:-} == ok ]]; then echo "${POP[$1]}"; fi; }
 ok_field() {  # array key: the value when the run passed
   local -n arr=$1
-  [[ ${STATUS[$2]:-} == ok ]] && echo "${arr[$2]:-}"
+  if [[ ${STATUS[$2]:-} == ok ]]; then echo "${arr[$2]:-}"; fi
 }
+pps_or_missing() { local v; v=$(ok_pps "$1"); echo "${v:-?}"; }  # gnuplot's missing value
 # What a missing figure cell says: the failed run's status, else "—".
 why_missing() { local s; for k in "$@"; do s=${STATUS[$k]:-}; [[ -n $s && $s != ok ]] && { echo "$s ($k)"; return; }; done; echo "—"; }
 # Sets CELL to "value (target OP threshold)" and VERDICT to pass|miss; without a value
@@ -752,9 +754,14 @@ if [[ -n $PLOTS ]] && command -v gnuplot >/dev/null; then
         seq/rmw) [[ -z $FIO_SEQRW ]] || dev=$((FIO_SEQRW * 128)) ;;  # 4 KiB read + 4 KiB written per page
         random/read) dev=${FIO_RANDREAD:-?} ;;
       esac
-      echo "$pattern-$op $(ok_pps "ram/$pattern/$op" || echo "?") $(ok_pps "extmem/$pattern/$op" || echo "?") $(ok_pps "kernel/$pattern/$op" || echo "?") $dev"
+      echo "$pattern-$op $(pps_or_missing "ram/$pattern/$op") $(pps_or_missing "extmem/$pattern/$op") $(pps_or_missing "kernel/$pattern/$op") $dev"
     done; done
   } > "$RESULTS/throughput.dat"
+  # gnuplot gives up on a series without one value.
+  DEVICE_SERIES=""
+  if awk 'NR > 1 && $5 != "?" { found = 1 } END { exit !found }' "$RESULTS/throughput.dat"; then
+    DEVICE_SERIES="'' using 5 title \"device ceiling\","
+  fi
   gnuplot <<EOF 2> "$RESULTS/gnuplot.log" && PLOT_FILES+=("$PLOTS/bench-throughput.png")
 set terminal png size 1100,520 font ",10"
 set output "$PLOTS/bench-throughput.png"
@@ -771,7 +778,7 @@ set grid ytics
 set xtics rotate by -25 scale 0
 set xrange [-0.6:$(($(wc -l < "$RESULTS/throughput.dat") - 2)).6]
 plot "$RESULTS/throughput.dat" using 3:xtic(1) title "extmem", '' using 4 title "kernel swap", \
-     '' using 5 title "device ceiling", '' using 2 title "in-RAM"
+     $DEVICE_SERIES '' using 2 title "in-RAM"
 EOF
   # Throughput over time: extmem converging on the hot set, kernel swap for reference.
   TS_PATTERN=hotset/rmw
