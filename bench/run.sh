@@ -757,6 +757,9 @@ if [[ -n $PLOTS ]] && command -v gnuplot >/dev/null; then
       echo "$pattern-$op $(pps_or_missing "ram/$pattern/$op") $(pps_or_missing "extmem/$pattern/$op") $(pps_or_missing "kernel/$pattern/$op") $dev"
     done; done
   } > "$RESULTS/throughput.dat"
+  # Trims the empty margins; a single cluster fails with a set range.
+  ROWS=$(($(wc -l < "$RESULTS/throughput.dat") - 1)) XRANGE=""
+  ((ROWS < 2)) || XRANGE="set xrange [-0.6:$((ROWS - 1)).6]"
   # gnuplot gives up on a series without one value.
   DEVICE_SERIES=""
   if awk 'NR > 1 && $5 != "?" { found = 1 } END { exit !found }' "$RESULTS/throughput.dat"; then
@@ -776,7 +779,7 @@ set ylabel "pages touched per second (log)"
 set key outside right top
 set grid ytics
 set xtics rotate by -25 scale 0
-set xrange [-0.6:$(($(wc -l < "$RESULTS/throughput.dat") - 2)).6]
+$XRANGE
 plot "$RESULTS/throughput.dat" using 3:xtic(1) title "extmem", '' using 4 title "kernel swap", \
      $DEVICE_SERIES '' using 2 title "in-RAM"
 EOF
