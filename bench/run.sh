@@ -262,6 +262,9 @@ for s in "${PRIOR_SWAPS[@]}"; do
   swapoff "$s"
 done
 
+# Other work on the machine slows extmem (a user-space fault handler waits for a CPU) more
+# than the kernel; the load average goes into the record.
+LOAD_START=$(cut -d" " -f1-3 /proc/loadavg)
 FS_TYPE=$(df -T "$WORKDIR" | awk 'NR == 2 { print $2 }')
 FS_DEV=$(df -T "$WORKDIR" | awk 'NR == 2 { print $1 }')
 FS_MNT=$(df -T "$WORKDIR" | awk 'NR == 2 { print $7 }')
@@ -821,6 +824,7 @@ if [[ -n $DOC ]]; then
     "### Run of $(date -u '+%Y-%m-%d %H:%M UTC')$( ((QUICK)) && echo " (--quick)")" \
     "" \
     "- machine: $(nproc) CPUs ($CPU), $MEM RAM, kernel $(uname -r)" \
+    "- load average (1, 5, 15 min) $LOAD_START at the start, $(cut -d" " -f1-3 /proc/loadavg) at the end" \
     "- filesystem for both swap areas: $FS_TYPE on $FS_DEV (mounted at $FS_MNT), directory $WORKDIR" \
     "- extmem: commit $GIT_REV, policy $POLICY, \`extmemd --swap $WORKDIR/extmem.swap --swap-size $(human "$SWAP_B")\`, \`EXTMEM_DRAM=$LIMIT_B\`, kernel swap off" \
     "- kernel swap: swapfile of $(human "$SWAP_B") on the same filesystem, cgroup v1 \`memory.limit_in_bytes=$LIMIT_B\`, swappiness $(cat /proc/sys/vm/swappiness)" \
