@@ -530,7 +530,13 @@ fi
 
 # ---- (a) extmem -------------------------------------------------------------------
 start_daemon() {
-  if grep -qv '^Filename' /proc/swaps; then die "kernel swap is on; extmem runs need it off"; fi
+  # Someone else may have kernel swap on for a while (a shared machine): wait a little.
+  local waited=0
+  while grep -qv '^Filename' /proc/swaps; do
+    ((waited < 300)) || die "kernel swap is on (not by this script); extmem runs need it off"
+    ((waited > 0)) || log "kernel swap is on (not by this script): waiting up to 300 s for it to go off"
+    sleep 5; waited=$((waited + 5))
+  done
   local control=()  # builds with a control plane would otherwise need /run/extmem
   if "$EXTMEMD" --help 2>&1 | grep -q -- '--control PATH'; then control=(--control "$WORKDIR/control.sock"); fi
   "$EXTMEMD" --socket "$WORKDIR/sock" "${control[@]}" --swap "$WORKDIR/extmem.swap" --swap-size "$(human "$SWAP_B")" \
