@@ -16,7 +16,7 @@
 # and the commands into docs/PERFORMANCE.md between the RESULTS markers, and plots PNGs.
 #
 # usage: bench/run.sh [--quick] [options]
-#   --quick            short run: limit 128M, size 256M, 3 s per run (~3-4 min)
+#   --quick            short run: limit 128M, size 256M, 3 s per run (~2-4 min)
 #   --limit SIZE       DRAM limit (default 1G)                      env BENCH_LIMIT
 #   --size SIZE        working set (default 2 x limit)              env BENCH_SIZE
 #   --fit-size SIZE    working set of the within-limit runs (default limit / 2)
@@ -755,7 +755,7 @@ if [[ -n $PLOTS ]] && command -v gnuplot >/dev/null; then
   mkdir -p "$PLOTS"
   # Throughput per pattern and system; the device as pages/s it can move for the pattern.
   {
-    echo "pattern ram extmem kernel device"
+    echo "# pattern ram extmem kernel device"
     for pattern in $PATTERNS; do for op in $OPS; do
       dev="?"
       case $pattern/$op in
