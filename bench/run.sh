@@ -1,34 +1,47 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # functions called indirectly (traps, attempt_$config)
-# bench/run.sh — compare extmem with kernel swap on the same device (run as root).
+# bench/run.sh — the issue #5 figures: extmem against kernel swap, the device and in-RAM,
+# in one run on one device (run as root).
 #
 # Runs extmem-mmapbench for every pattern x op with a working set larger than the DRAM
-# limit under:
+# limit (2x by default) under:
 #   extmem  extmemd (started here) + libextmem.so; kernel swap off
 #   kernel  a swapfile on the same filesystem + a cgroup v1 memory limit
 #   in-RAM  no limit, no shim (the ceiling)
-# and measures the device with fio (4 KiB random read IOPS at QD=threads, 4 KiB random
-# write IOPS, 1 MiB sequential read MiB/s). Prints a table and writes it, with the machine
-# and the commands, into docs/PERFORMANCE.md between the RESULTS markers.
+#   device  fio on the same filesystem, O_DIRECT, io_uring: 1 MiB sequential read, 1 MiB
+#           sequential read+write (50/50), 4 KiB random read IOPS at QD = threads
+# plus a working set within the limit with and without the shim, first touch (populate)
+# of each, the daemon's memory per managed page, and PageRank (extmem-pagerank, if built).
+# Prints the issue's target table (measured ratio, pass/miss), writes it with the machine
+# and the commands into docs/PERFORMANCE.md between the RESULTS markers, and plots PNGs.
 #
 # usage: bench/run.sh [--quick] [options]
-#   --quick            smoke run: limit 256M, size 512M, 5 s per run
+#   --quick            short run: limit 128M, size 256M, 3 s per run (~2-4 min)
 #   --limit SIZE       DRAM limit (default 1G)                      env BENCH_LIMIT
 #   --size SIZE        working set (default 2 x limit)              env BENCH_SIZE
+#   --fit-size SIZE    working set of the within-limit runs (default limit / 2)
 #   --seconds S        measured seconds per run (default 20)        env BENCH_SECONDS
 #   --threads N        benchmark threads (default 2)                env BENCH_THREADS
 #   --policy P         extmem policy, clock or fifo (default clock)  env BENCH_POLICY
 #   --patterns "..."   default "seq window random hotset"           env BENCH_PATTERNS
 #   --ops "..."        default "read rmw"                           env BENCH_OPS
 #   --configs "..."    any of "device ram extmem kernel" (default all) env BENCH_CONFIGS
+#   --pagerank "ARGS"  extmem-pagerank arguments; "" skips PageRank   env BENCH_PAGERANK
+#                      (default "--vertices 2000000 --avg-degree 16 --iterations 10 --seed 1";
+#                      --quick: 200000 vertices, 5 iterations)
+#   --pagerank-policies "..."  extmem policies for PageRank (default "clock frontier")
 #   --dir DIR          directory for both swap files and the fio file; a new directory
 #                      under /var/tmp by default                    env BENCH_DIR
-#   --results DIR      logs, CSV and the table (default DIR/results)
+#   --results DIR      logs, CSV and the tables (default DIR/results)
 #   --doc FILE         Markdown file to update (default docs/PERFORMANCE.md; "" for none)
+#   --plots DIR        where the PNG plots go (default docs/; "" for none)
 #   --build-dir DIR    the extmem build to use (default build/)     env BUILD_DIR
 #   --no-build         use the binaries in the build directory as they are (no cmake/ninja)
 #   --rev TEXT         how to name the extmem version in the doc (default: git commit,
 #                      "+local changes" when daemon/shim/kernel/proto differ from it)
+#
+# Exit status: 0 all runs passed; 3 some run failed (see the table; DATA-ERROR means a
+# run read wrong data); 1 the harness itself failed.
 #
 # The machine is left as it was found, also on Ctrl-C or failure: the daemon is stopped,
 # the bench swapfile is swapped off, the cgroup removed (and the cgroup hierarchy
@@ -45,15 +58,19 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 # ---- options ----------------------------------------------------------------------
 LIMIT=${BENCH_LIMIT:-}
 SIZE=${BENCH_SIZE:-}
+FIT_SIZE=
 SECS=${BENCH_SECONDS:-}
 THREADS=${BENCH_THREADS:-2}
 POLICY=${BENCH_POLICY:-clock}
 PATTERNS=${BENCH_PATTERNS:-seq window random hotset}
 OPS=${BENCH_OPS:-read rmw}
 CONFIGS=${BENCH_CONFIGS:-device ram extmem kernel}
+PAGERANK_ARGS=${BENCH_PAGERANK-unset}
+PAGERANK_POLICIES="clock frontier"
 WORKDIR=${BENCH_DIR:-}
 RESULTS=
 DOC=$REPO/docs/PERFORMANCE.md
+PLOTS=$REPO/docs
 BUILD_FIRST=1
 REV=${BENCH_REV:-}
 QUICK=0
@@ -63,15 +80,19 @@ while (($#)); do
     --quick) QUICK=1 ;;
     --limit) LIMIT=$2; shift ;;
     --size) SIZE=$2; shift ;;
+    --fit-size) FIT_SIZE=$2; shift ;;
     --seconds) SECS=$2; shift ;;
     --threads) THREADS=$2; shift ;;
     --policy) POLICY=$2; shift ;;
     --patterns) PATTERNS=$2; shift ;;
     --ops) OPS=$2; shift ;;
     --configs) CONFIGS=$2; shift ;;
+    --pagerank) PAGERANK_ARGS=$2; shift ;;
+    --pagerank-policies) PAGERANK_POLICIES=$2; shift ;;
     --dir) WORKDIR=$2; shift ;;
     --results) RESULTS=$2; shift ;;
     --doc) DOC=$2; shift ;;
+    --plots) PLOTS=$2; shift ;;
     --build-dir) BUILD=$2; shift ;;
     --no-build) BUILD_FIRST=0 ;;
     --rev) REV=$2; shift ;;
@@ -81,9 +102,11 @@ while (($#)); do
   shift
 done
 if ((QUICK)); then
-  LIMIT=${LIMIT:-256M}; SIZE=${SIZE:-512M}; SECS=${SECS:-5}
+  LIMIT=${LIMIT:-128M}; SECS=${SECS:-3}
+  [[ $PAGERANK_ARGS != unset ]] || PAGERANK_ARGS="--vertices 200000 --avg-degree 16 --iterations 5 --seed 1"
 else
   LIMIT=${LIMIT:-1G}; SECS=${SECS:-20}
+  [[ $PAGERANK_ARGS != unset ]] || PAGERANK_ARGS="--vertices 2000000 --avg-degree 16 --iterations 10 --seed 1"
 fi
 
 to_bytes() {  # 512M -> 536870912
@@ -101,13 +124,21 @@ human() { awk -v b="$1" 'BEGIN { if (b >= 2^30 && b % 2^30 == 0) printf "%dG", b
 
 LIMIT_B=$(to_bytes "$LIMIT")
 if [[ -z $SIZE ]]; then SIZE_B=$((2 * LIMIT_B)); else SIZE_B=$(to_bytes "$SIZE"); fi
-SIZE=$(human "$SIZE_B"); LIMIT=$(human "$LIMIT_B")
+if [[ -z $FIT_SIZE ]]; then FIT_B=$((LIMIT_B / 2)); else FIT_B=$(to_bytes "$FIT_SIZE"); fi
+((FIT_B < LIMIT_B)) || die "--fit-size must be below the limit"
+SIZE=$(human "$SIZE_B"); LIMIT=$(human "$LIMIT_B"); FIT_SIZE=$(human "$FIT_B")
 # Both swap areas hold the whole working set twice over, at least 4 GiB.
 SWAP_B=$((2 * SIZE_B)); ((SWAP_B >= (4 << 30))) || SWAP_B=$((4 << 30))
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "--threads needs a positive number"
 [[ $SECS =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--seconds needs a number"
 case $POLICY in clock|fifo) ;; *) die "--policy needs clock or fifo" ;; esac
 want() { [[ " $CONFIGS " == *" $1 "* ]]; }
+# Eight throughput samples per run at least, one a second at most.
+REPORT_MS=$(awk -v s="$SECS" 'BEGIN { r = s * 1000 / 8; if (r < 250) r = 250; if (r > 1000) r = 1000; printf "%d", r }')
+TICKS=$(awk -v s="$SECS" -v r="$REPORT_MS" 'BEGIN { n = s * 1000 / r; printf "%d", (n == int(n)) ? n : int(n) + 1 }')
+# The within-limit runs use one pattern: uniform random read-modify-write touches every
+# page, so any per-page cost of the shim's arena shows.
+FIT_PATTERN=random FIT_OP=rmw
 
 (($(id -u) == 0)) || die "run as root (swapon, cgroups and the daemon need it)"
 
@@ -167,7 +198,8 @@ cleanup() {
     swapon "$s" 2>/dev/null || log "warning: could not swap $s back on"
   done
   if [[ -n $WORKDIR ]]; then
-    rm -f "$WORKDIR/extmem.swap" "$WORKDIR/kernel.swap" "$WORKDIR/fio.dat" "$WORKDIR/sock"
+    rm -f "$WORKDIR/extmem.swap" "$WORKDIR/kernel.swap" "$WORKDIR/fio.dat" "$WORKDIR/sock" \
+      "$WORKDIR/control.sock"
     rm -rf "${WORKDIR:?}/bin"
     ((WORKDIR_CREATED)) && [[ $RESULTS != "$WORKDIR"/* ]] && rmdir "$WORKDIR" 2>/dev/null
   fi
@@ -195,27 +227,30 @@ log "work directory $WORKDIR, results in $RESULTS"
 if ((BUILD_FIRST)); then
   log "building"
   cmake -S "$REPO" -B "$BUILD" -G Ninja >/dev/null
-  ninja -C "$BUILD" extmemd extmem >/dev/null
-  ninja -C "$BUILD" extmem-mmapbench >/dev/null 2>&1 || true  # once bench/ is in the build
+  ninja -C "$BUILD" extmemd extmem extmemctl extmem-mmapbench >/dev/null
+  ninja -C "$BUILD" extmem-pagerank >/dev/null 2>&1 || true  # once bench/pagerank.cpp is in
 fi
 # The binaries are copied so that a rebuild during the run cannot change them.
 mkdir -p "$WORKDIR/bin"
 cp "$BUILD/daemon/extmemd" "$WORKDIR/bin/extmemd"
 cp -L "$BUILD/shim/libextmem.so" "$WORKDIR/bin/libextmem.so"
-if [[ -x $BUILD/bench/extmem-mmapbench ]]; then
-  cp "$BUILD/bench/extmem-mmapbench" "$WORKDIR/bin/"
-else
-  c++ -std=c++20 -O2 -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wno-sign-conversion \
-    -Werror -pthread "$REPO/bench/mmapbench.cpp" -o "$WORKDIR/bin/extmem-mmapbench"
-fi
+cp "$BUILD/bench/extmem-mmapbench" "$WORKDIR/bin/"
+CTL=
+if [[ -x $BUILD/ctl/extmemctl ]]; then cp "$BUILD/ctl/extmemctl" "$WORKDIR/bin/"; CTL=$WORKDIR/bin/extmemctl; fi
+PAGERANK=
+if [[ -x $BUILD/bench/extmem-pagerank ]]; then cp "$BUILD/bench/extmem-pagerank" "$WORKDIR/bin/"; PAGERANK=$WORKDIR/bin/extmem-pagerank; fi
 EXTMEMD=$WORKDIR/bin/extmemd
 SHIM=$WORKDIR/bin/libextmem.so
 BENCH=$WORKDIR/bin/extmem-mmapbench
 
-if want device && ! command -v fio >/dev/null; then
-  log "installing fio"
-  apt-get install -y fio >/dev/null 2>&1 || log "warning: fio unavailable; the device ceiling is skipped"
-fi
+install_tool() {  # command package
+  command -v "$1" >/dev/null && return 0
+  log "installing $2"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1 ||
+    log "warning: $2 unavailable"
+}
+want device && install_tool fio fio
+[[ -z $PLOTS ]] || install_tool gnuplot gnuplot-nox
 
 # Swap areas that are on now are switched off for the run and back on at the end.
 while read -r name _; do
@@ -227,6 +262,9 @@ for s in "${PRIOR_SWAPS[@]}"; do
   swapoff "$s"
 done
 
+# Other work on the machine slows extmem (a user-space fault handler waits for a CPU) more
+# than the kernel; the load average goes into the record.
+LOAD_START=$(cut -d" " -f1-3 /proc/loadavg)
 FS_TYPE=$(df -T "$WORKDIR" | awk 'NR == 2 { print $2 }')
 FS_DEV=$(df -T "$WORKDIR" | awk 'NR == 2 { print $1 }')
 FS_MNT=$(df -T "$WORKDIR" | awk 'NR == 2 { print $7 }')
@@ -237,32 +275,58 @@ else
   git -C "$REPO" diff --quiet HEAD -- daemon shim kernel proto 2>/dev/null || GIT_REV="$GIT_REV+local changes"
 fi
 
-# Populate and verify at 1 MiB/s or better each, else the run counts as hung.
-RUN_TIMEOUT=$(awk -v s="$SECS" -v b="$SIZE_B" 'BEGIN { printf "%d", s + 60 + b / 2^20 / 4 }')
 TS_CSV=$RESULTS/timeseries.csv
 RUNS_CSV=$RESULTS/runs.csv
 echo "config,pattern,op,t_ms,pages_per_sec" > "$TS_CSV"
-echo "config,pattern,op,attempt,status,pages_per_sec,populate_ms,verify,run_seconds,majfaults,evictions,fault_p50_us,fault_p99_us,errors" > "$RUNS_CSV"
+echo "config,pattern,op,size,attempt,status,pages_per_sec,populate_pages_per_sec,verify,run_seconds,majfaults,evictions,fault_p50_us,fault_p99_us,errors,swap_read_MiB_per_s,swap_written_MiB_per_s,managed_bytes,metadata_bytes,daemon_rss_KiB" > "$RUNS_CSV"
 
-bench_args() { echo --size "$SIZE_B" --threads "$THREADS" --pattern "$1" --op "$2" --seconds "$SECS" --report-interval 1000 --verify; }
+bench_args() {  # pattern op size
+  echo --size "$3" --threads "$THREADS" --pattern "$1" --op "$2" --seconds "$SECS" \
+    --report-interval "$REPORT_MS" --verify
+}
 
-# Runs one benchmark command ("$@") in the background, with its output in $out. Sends
-# SIGUSR1 to extmemd when the measurement ends, so the daemon logs its stats then.
-# Sets RUN_RC and RUN_SECS.
+# One line "ns bytes_read bytes_written resident swapped daemon_rss_KiB" for client $1,
+# from the control plane and /proc (empty without a control plane).
+snapshot() {
+  [[ -n $CTL && -n $1 ]] || return 0
+  local json t rss
+  t=$(date +%s%N)
+  json=$("$CTL" --control "$WORKDIR/control.sock" --timeout 2 --json show "$1" 2>/dev/null) || return 0
+  rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status" 2>/dev/null)
+  j() { grep -oE "\"$1\": ?\"?[0-9]+" <<< "$json" | head -1 | grep -oE '[0-9]+$'; }
+  echo "$t $(j bytes_read) $(j bytes_written) $(j resident_bytes) $(j swapped_bytes) ${rss:-0}"
+}
+
+# Runs one benchmark command ("$@") in the background, with its output in $out. With the
+# daemon up, takes a snapshot of the client's counters at each interval line but the
+# last (SNAP_FIRST, SNAP_LAST: the swap I/O rates come from the difference; the last
+# line is followed by --verify's own reads) and sends SIGUSR1 to extmemd when the
+# measurement ends, so the daemon logs its stats then. Sets RUN_RC and RUN_SECS.
 run_one() {
   local out=$1; shift
-  local signalled=0 t0=$SECONDS
+  local signalled=0 t0=$SECONDS seen=0 n pid=
+  SNAP_FIRST="" SNAP_LAST=""
   # Its own process group (setsid), so that cleanup can stop timeout and the benchmark.
   setsid "$@" > "$out" 2>&1 &
   BENCH_PID=$!
   RUN_RC=0
   {  # stderr off: bash's own "Killed" notice for the job (the status is reported below)
     while kill -0 "$BENCH_PID"; do
-      if ((!signalled)) && [[ -n $DAEMON_PID ]] && grep -q '^RESULT' "$out"; then
-        kill -USR1 "$DAEMON_PID" || true
-        signalled=1
+      if ((!signalled)) && [[ -n $DAEMON_PID ]]; then
+        if grep -q '^RESULT' "$out"; then
+          kill -USR1 "$DAEMON_PID" || true
+          signalled=1
+        else
+          n=$(grep -c '^T ' "$out" || true)
+          if ((n > seen && n < TICKS)); then
+            seen=$n
+            [[ -n $pid ]] || pid=$(sed -n 's/^BENCH pid=\([0-9]*\).*/\1/p' "$out")
+            SNAP_LAST=$(snapshot "$pid")
+            [[ -n $SNAP_FIRST ]] || SNAP_FIRST=$SNAP_LAST
+          fi
+        fi
       fi
-      sleep 0.2
+      sleep 0.1
     done
     wait "$BENCH_PID" || RUN_RC=$?
   } 2>/dev/null
@@ -270,21 +334,31 @@ run_one() {
   BENCH_PID=
 }
 
+run_timeout() {  # size: populate and verify at 1 MiB/s or better each, else it hung
+  awk -v s="$SECS" -v b="$1" 'BEGIN { printf "%d", s + 60 + b / 2^20 / 4 }'
+}
+
 # One attempt of each configuration: runs it into $1 and sets EXTRA (the detail columns
-# majfaults,evictions,p50,p99,errors) and OOM (1 when the OOM killer fired).
+# majfaults..daemon_rss_KiB) and OOM (1 when the OOM killer fired).
 attempt_ram() {
   # shellcheck disable=SC2046
-  run_one "$1" timeout -k 10 "$RUN_TIMEOUT" "$BENCH" $(bench_args "$pattern" "$op")
-  EXTRA=",,,," OOM=0
+  run_one "$1" timeout -k 10 "$(run_timeout "$size")" "$BENCH" $(bench_args "$pattern" "$op" "$size")
+  EXTRA=",,,,,,,,," OOM=0
+}
+
+# A size as the daemon logs it ("963.2 KiB") in bytes.
+log_size_bytes() {
+  awk -v v="$1" -v u="$2" 'BEGIN { m = 1; if (u == "KiB") m = 2^10; else if (u == "MiB") m = 2^20;
+    else if (u == "GiB") m = 2^30; else if (u == "TiB") m = 2^40; printf "%d", v * m }'
 }
 
 attempt_extmem() {
-  local out=$1 pid line
+  local out=$1 pid line rates="," managed="" meta="" rss=""
   # shellcheck disable=SC2046
-  run_one "$out" timeout -k 10 "$RUN_TIMEOUT" env LD_PRELOAD="$SHIM" \
+  run_one "$out" timeout -k 10 "$(run_timeout "$size")" env LD_PRELOAD="$SHIM" \
     EXTMEM_SOCKET="$WORKDIR/sock" EXTMEM_DRAM="$LIMIT_B" EXTMEM_POLICY="$POLICY" \
-    EXTMEM_REQUIRED=1 "$BENCH" $(bench_args "$pattern" "$op")
-  EXTRA=",,,," OOM=0
+    EXTMEM_REQUIRED=1 "$BENCH" $(bench_args "$pattern" "$op" "$size")
+  EXTRA=",,,,,,,,," OOM=0
   pid=$(sed -n 's/^BENCH pid=\([0-9]*\).*/\1/p' "$out")
   [[ -n $pid ]] || return 0
   sleep 0.3  # the daemon logs the client's final line when it sees it leave
@@ -292,7 +366,18 @@ attempt_extmem() {
   line=$(grep -E "stats: pid=$pid " "$RESULTS/extmemd.log" | tail -1 || true)
   [[ -n $line ]] || line=$(grep -E "client $pid (disconnected|exited)" "$RESULTS/extmemd.log" | tail -1 || true)
   f() { grep -oE "[( ]$1=[^ )]*" <<< "$line" | head -1 | cut -d= -f2; }
-  EXTRA="$(f major),$(f evictions),$(f 'p50<'),$(f 'p99<'),fault=$(f fault)/io=$(f io)/over_limit=$(f over_limit)"
+  if [[ $line =~ metadata=([0-9.]+)\ ([KMGT]?i?B) ]]; then
+    meta=$(log_size_bytes "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}")
+  fi
+  if [[ -n $SNAP_LAST && $SNAP_LAST != "$SNAP_FIRST" ]]; then
+    rates=$(awk -v a="$SNAP_FIRST" -v b="$SNAP_LAST" 'BEGIN { split(a, x, " "); split(b, y, " ");
+      s = (y[1] - x[1]) / 1e9; printf "%.1f,%.1f", (y[2] - x[2]) / s / 2^20, (y[3] - x[3]) / s / 2^20 }')
+  fi
+  if [[ -n $SNAP_LAST ]]; then
+    read -r _ _ _ res swp rss <<< "$SNAP_LAST"
+    managed=$((res + swp))
+  fi
+  EXTRA="$(f major),$(f evictions),$(f 'p50<'),$(f 'p99<'),fault=$(f fault)/io=$(f io)/over_limit=$(f over_limit),$rates,$managed,$meta,$rss"
 }
 
 attempt_kernel() {
@@ -301,75 +386,157 @@ attempt_kernel() {
   oom0=$(awk '$1 == "oom_kill" { print $2 }' "$CG/memory.oom_control")
   # shellcheck disable=SC2046,SC2016
   run_one "$out" sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$CG" \
-    timeout -k 10 "$RUN_TIMEOUT" "$BENCH" $(bench_args "$pattern" "$op")
+    timeout -k 10 "$(run_timeout "$size")" "$BENCH" $(bench_args "$pattern" "$op" "$size")
   maj1=$(awk '$1 == "pgmajfault" { print $2 }' "$CG/memory.stat")
   oom1=$(awk '$1 == "oom_kill" { print $2 }' "$CG/memory.oom_control")
   OOM=$(( ${oom1:-0} > ${oom0:-0} ))
-  EXTRA="$((maj1 - maj0)),,,,"
+  EXTRA="$((maj1 - maj0)),,,,,,,,,"
 }
 
-# Measures $config for $pattern/$op; a failed attempt is retried (RETRIES times), and
-# every attempt is kept in runs.csv and in the notes under the table.
-declare -A PPS STATUS NOTE
+# Measures config $1 on pattern $2, op $3, working set $4 bytes, under the name $5 (the
+# key's second half). A failed attempt is retried (RETRIES times), and every attempt is
+# kept in runs.csv and in the notes under the table.
+declare -A PPS POP STATUS NOTE RD WR MANAGED META RSS
 RETRIES=${BENCH_RETRIES:-1}
 measure() {
-  local config=$1 key=$1/$pattern/$op attempt out pps populate verify status
+  local config=$1 pattern=$2 op=$3 size=$4 name=$5
+  local key=$config/$name attempt out pps populate verify status file=${5//\//-}
   for ((attempt = 1; attempt <= RETRIES + 1; attempt++)); do
-    out=$RESULTS/$config-$pattern-$op.log
-    ((attempt == 1)) || out=$RESULTS/$config-$pattern-$op.try$attempt.log
+    out=$RESULTS/$config-$file.log
+    ((attempt == 1)) || out=$RESULTS/$config-$file.try$attempt.log
     "attempt_$config" "$out"
     pps=$(sed -n 's/^RESULT .*pages_per_sec=\([0-9]*\).*/\1/p' "$out")
-    populate=$(sed -n 's/^POPULATE .* ms=\([0-9]*\).*/\1/p' "$out")
+    populate=$(sed -n 's/^POPULATE .* pages_per_sec=\([0-9]*\).*/\1/p' "$out")
     verify=$(grep -m1 '^VERIFY' "$out" | cut -d' ' -f2 || true)
     if [[ $verify == FAILED ]]; then status=DATA-ERROR
-    elif ((RUN_SECS >= RUN_TIMEOUT)); then status=HUNG
+    elif ((RUN_SECS >= $(run_timeout "$size"))); then status=HUNG
     elif ((OOM)); then status="OOM-KILLED"
     elif ((RUN_RC >= 128)); then status="KILLED(signal $((RUN_RC - 128)))"
     elif ((RUN_RC != 0)) || [[ -z $pps || $verify != ok ]]; then status="FAILED(exit $RUN_RC)"
     else status=ok; fi
     PPS[$key]=${pps:-}
+    POP[$key]=${populate:-}
     STATUS[$key]=$status
-    awk -v c="$config" -v p="$pattern" -v o="$op" '$1 == "T" { print c "," p "," o "," $2 "," $3 }' "$out" >> "$TS_CSV"
-    echo "$config,$pattern,$op,$attempt,$status,${pps:-},${populate:-},${verify:-none},${RUN_SECS},$EXTRA" >> "$RUNS_CSV"
+    local rd wr managed meta rss
+    IFS=, read -r _ _ _ _ _ rd wr managed meta rss <<< "$EXTRA"
+    # shellcheck disable=SC2034  # RD and WR are read through ok_field's nameref
+    RD[$key]=$rd WR[$key]=$wr MANAGED[$key]=$managed META[$key]=$meta RSS[$key]=$rss
+    awk -v c="$config" -v p="$name" '$1 == "T" { sub("/", ",", p); print c "," p "," $2 "," $3 }' "$out" >> "$TS_CSV"
+    echo "$config,${name%/*},${name#*/},$size,$attempt,$status,${pps:-},${populate:-},${verify:-none},${RUN_SECS},$EXTRA" >> "$RUNS_CSV"
     if [[ $status == ok ]]; then
-      log "  $config $pattern $op: ${pps} pages/s (populate ${populate} ms, verify $verify)"
+      log "  $config $name: ${pps} pages/s (populate ${populate} pages/s, verify $verify)"
       return 0
     fi
-    log "  $config $pattern $op: $status after ${RUN_SECS} s (attempt $attempt) — see $out"
+    log "  $config $name: $status after ${RUN_SECS} s (attempt $attempt) — see $out"
     grep -E '^(VERIFY|RESULT)|rror|extmem' "$out" | head -5 >&2 || true
     NOTE[$key]+="${NOTE[$key]:+; }attempt $attempt: $status${pps:+ (measured ${pps} pages/s before it)}"
   done
 }
 
+measure_all() {  # config: every pattern x op beyond the limit, then the within-limit run
+  local pattern op
+  for pattern in $PATTERNS; do for op in $OPS; do
+    measure "$1" "$pattern" "$op" "$SIZE_B" "$pattern/$op"
+    [[ $1 != extmem ]] || ensure_daemon
+  done; done
+  [[ $1 == kernel ]] || measure "$1" "$FIT_PATTERN" "$FIT_OP" "$FIT_B" "fit/$FIT_OP"
+}
+
+# ---- PageRank ---------------------------------------------------------------------
+# extmem-pagerank's peak RSS in RAM gives the graph's memory; extmem and kernel swap get
+# half of it as their limit. Each run's median iteration time is reported.
+declare -A PR_MEDIAN PR_STATUS PR_SUM
+PR_LIMIT_B=
+PR_TIMEOUT=$((QUICK ? 300 : 1200))
+pagerank_on() { [[ -n $PAGERANK && -n $PAGERANK_ARGS ]]; }
+
+pagerank_result() {  # name log rc
+  local med
+  med=$(sed -n 's/^iteration [0-9]*: *\([0-9.eE+-]*\) *s.*/\1/p' "$2" | sort -g |
+    awk '{ v[NR] = $1 } END { if (NR) printf "%.3f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+  PR_SUM[$1]=$(grep -ioE 'checksum[=: ]+[^ ]+' "$2" | head -1 | sed -E 's/^checksum[=: ]+//I' || true)
+  PR_MEDIAN[$1]=$med
+  if (($3 != 0)) || [[ -z $med ]]; then PR_STATUS[$1]="FAILED(exit $3)"; else PR_STATUS[$1]=ok; fi
+  log "  pagerank $1: median iteration ${med:-?} s, checksum ${PR_SUM[$1]:-?} (${PR_STATUS[$1]})"
+}
+
+pagerank_ram() {
+  local out=$RESULTS/pagerank-ram.log hwm=0 h start=$SECONDS rc=0
+  log "pagerank in RAM: extmem-pagerank $PAGERANK_ARGS"
+  # shellcheck disable=SC2086
+  setsid "$PAGERANK" $PAGERANK_ARGS > "$out" 2>&1 &
+  BENCH_PID=$!
+  while kill -0 "$BENCH_PID" 2>/dev/null; do
+    h=$(awk '/^VmHWM:/ { print $2 }' "/proc/$BENCH_PID/status" 2>/dev/null || true)
+    ((${h:-0} > hwm)) && hwm=$h
+    if ((SECONDS - start > PR_TIMEOUT)); then kill -KILL -- "-$BENCH_PID" 2>/dev/null || true; fi
+    sleep 0.1
+  done
+  wait "$BENCH_PID" 2>/dev/null || rc=$?
+  BENCH_PID=
+  pagerank_result ram "$out" "$rc"
+  PR_LIMIT_B=$((hwm * 1024 / 2 / 4096 * 4096))
+  log "  pagerank peak RSS $((hwm / 1024)) MiB: limit for extmem and kernel swap $((PR_LIMIT_B >> 20)) MiB"
+}
+
+pagerank_extmem() {  # policy
+  local out=$RESULTS/pagerank-extmem-$1.log
+  # shellcheck disable=SC2086
+  run_one "$out" timeout -k 10 "$PR_TIMEOUT" env LD_PRELOAD="$SHIM" \
+    EXTMEM_SOCKET="$WORKDIR/sock" EXTMEM_DRAM="$PR_LIMIT_B" EXTMEM_POLICY="$1" \
+    EXTMEM_REQUIRED=1 "$PAGERANK" $PAGERANK_ARGS
+  pagerank_result "extmem-$1" "$out" "$RUN_RC"
+}
+
+pagerank_kernel() {
+  local out=$RESULTS/pagerank-kernel.log
+  echo "$PR_LIMIT_B" > "$CG/memory.limit_in_bytes"
+  # shellcheck disable=SC2086,SC2016
+  run_one "$out" sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$CG" \
+    timeout -k 10 "$PR_TIMEOUT" "$PAGERANK" $PAGERANK_ARGS
+  echo "$LIMIT_B" > "$CG/memory.limit_in_bytes"
+  pagerank_result kernel "$out" "$RUN_RC"
+}
+
 # ---- (d) device ceiling -----------------------------------------------------------
-FIO_RANDREAD='' FIO_RANDWRITE='' FIO_SEQREAD=''
+FIO_RANDREAD='' FIO_RANDWRITE='' FIO_SEQREAD='' FIO_SEQRW=''
 if want device && command -v fio >/dev/null; then
   log "device: fio on $WORKDIR ($FS_TYPE on $FS_DEV)"
-  FIO_RT=$(awk -v s="$SECS" 'BEGIN { r = s / 2; if (r < 5) r = 5; if (r > 10) r = 10; printf "%d", r }')
-  fio_run() {  # name rw bs iodepth -> terse line
-    fio --name="$1" --filename="$WORKDIR/fio.dat" --size="$LIMIT_B" --rw="$2" --bs="$3" \
-      --iodepth="$4" --ioengine=io_uring --direct=1 --runtime="$FIO_RT" --time_based \
-      --group_reporting --output-format=terse --terse-version=3 > "$RESULTS/fio-$1.txt" 2>&1
+  FIO_RT=$(awk -v s="$SECS" 'BEGIN { r = s / 2; if (r < 1) r = 1; if (r > 10) r = 10; printf "%d", r }')
+  fio_run() {  # name rw bs iodepth [options] -> terse line
+    local name=$1 rw=$2 bs=$3 qd=$4; shift 4
+    fio --name="$name" --filename="$WORKDIR/fio.dat" --size="$LIMIT_B" --rw="$rw" --bs="$bs" \
+      --iodepth="$qd" --ioengine=io_uring --direct=1 --runtime="$FIO_RT" --time_based \
+      --group_reporting --output-format=terse --terse-version=3 "$@" > "$RESULTS/fio-$name.txt" 2>&1
   }
   # Lay the file out with real data first, so reads hit the device, not unwritten extents.
   fio --name=layout --filename="$WORKDIR/fio.dat" --size="$LIMIT_B" --rw=write --bs=1M \
     --iodepth=8 --ioengine=io_uring --direct=1 > "$RESULTS/fio-layout.txt" 2>&1
+  # Terse v3: field 7 read KiB/s, 8 read IOPS, 48 write KiB/s, 49 write IOPS.
   fio_run randread randread 4k "$THREADS" && FIO_RANDREAD=$(awk -F';' '{ printf "%d", $8 }' "$RESULTS/fio-randread.txt")
   fio_run randwrite randwrite 4k "$THREADS" && FIO_RANDWRITE=$(awk -F';' '{ printf "%d", $49 }' "$RESULTS/fio-randwrite.txt")
   fio_run seqread read 1M 8 && FIO_SEQREAD=$(awk -F';' '{ printf "%d", $7 / 1024 }' "$RESULTS/fio-seqread.txt")
+  fio_run seqrw rw 1M 8 --rwmixread=50 && FIO_SEQRW=$(awk -F';' '{ printf "%d", ($7 + $48) / 1024 }' "$RESULTS/fio-seqrw.txt")
   rm -f "$WORKDIR/fio.dat"
-  log "  4 KiB random read QD$THREADS: ${FIO_RANDREAD:-?} IOPS; 4 KiB random write QD$THREADS: ${FIO_RANDWRITE:-?} IOPS; 1 MiB sequential read QD8: ${FIO_SEQREAD:-?} MiB/s"
+  log "  4 KiB random read QD$THREADS: ${FIO_RANDREAD:-?} IOPS; 4 KiB random write QD$THREADS: ${FIO_RANDWRITE:-?} IOPS; 1 MiB sequential read QD8: ${FIO_SEQREAD:-?} MiB/s; 1 MiB sequential read+write QD8: ${FIO_SEQRW:-?} MiB/s"
 fi
 
 # ---- (c) in RAM -------------------------------------------------------------------
 if want ram; then
   log "in-RAM: no limit, no shim"
-  for pattern in $PATTERNS; do for op in $OPS; do measure ram; done; done
+  measure_all ram
+  if pagerank_on; then pagerank_ram; fi
 fi
 
 # ---- (a) extmem -------------------------------------------------------------------
 start_daemon() {
-  if grep -qv '^Filename' /proc/swaps; then die "kernel swap is on; extmem runs need it off"; fi
+  # Someone else may have kernel swap on for a while (a shared machine): wait a little.
+  local waited=0
+  while grep -qv '^Filename' /proc/swaps; do
+    ((waited < 300)) || die "kernel swap is on (not by this script); extmem runs need it off"
+    ((waited > 0)) || log "kernel swap is on (not by this script): waiting up to 300 s for it to go off"
+    sleep 5; waited=$((waited + 5))
+  done
   local control=()  # builds with a control plane would otherwise need /run/extmem
   if "$EXTMEMD" --help 2>&1 | grep -q -- '--control PATH'; then control=(--control "$WORKDIR/control.sock"); fi
   "$EXTMEMD" --socket "$WORKDIR/sock" "${control[@]}" --swap "$WORKDIR/extmem.swap" --swap-size "$(human "$SWAP_B")" \
@@ -378,20 +545,25 @@ start_daemon() {
   for _ in $(seq 1 100); do [[ -S $WORKDIR/sock ]] && break; sleep 0.1; done
   [[ -S $WORKDIR/sock ]] || die "extmemd did not start; see $RESULTS/extmemd.log"
 }
+ensure_daemon() {
+  kill -0 "$DAEMON_PID" 2>/dev/null && return 0
+  log "  extmemd died (see $RESULTS/extmemd.log); restarting it"
+  wait "$DAEMON_PID" 2>/dev/null || true
+  DAEMON_PID=
+  start_daemon
+}
 
+DAEMON_IDLE_RSS=
 if want extmem; then
   log "extmem: limit $LIMIT, policy $POLICY, swap file $WORKDIR/extmem.swap"
   : > "$RESULTS/extmemd.log"
   start_daemon
-  for pattern in $PATTERNS; do for op in $OPS; do
-    measure extmem
-    if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
-      log "  extmemd died (see $RESULTS/extmemd.log); restarting it"
-      wait "$DAEMON_PID" 2>/dev/null || true
-      DAEMON_PID=
-      start_daemon
-    fi
-  done; done
+  sleep 0.5
+  DAEMON_IDLE_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status")
+  measure_all extmem
+  if pagerank_on && [[ -n $PR_LIMIT_B ]]; then
+    for p in $PAGERANK_POLICIES; do ensure_daemon; pagerank_extmem "$p"; done
+  fi
   stop_daemon
   rm -f "$WORKDIR/extmem.swap"
 fi
@@ -415,13 +587,108 @@ if want kernel; then
   mkswap "$WORKDIR/kernel.swap" > /dev/null
   KSWAP_ON=1
   swapon "$WORKDIR/kernel.swap"
-  for pattern in $PATTERNS; do for op in $OPS; do measure kernel; done; done
+  measure_all kernel
+  if pagerank_on && [[ -n $PR_LIMIT_B ]]; then pagerank_kernel; fi
   kswap_off
   rm -f "$WORKDIR/kernel.swap"
   rmdir "$CG" && CG=
 fi
 
-# ---- table --------------------------------------------------------------------------
+# ---- tables -----------------------------------------------------------------------
+# A passed run's figure, else nothing (and status 0: these run under set -e).
+ok_pps() { if [[ ${STATUS[$1]:-} == ok ]]; then echo "${PPS[$1]}"; fi; }
+ok_pop() { if [[ ${STATUS[$1]:-} == ok ]]; then echo "${POP[$1]}"; fi; }
+ok_field() {  # array key: the value when the run passed
+  local -n arr=$1
+  if [[ ${STATUS[$2]:-} == ok ]]; then echo "${arr[$2]:-}"; fi
+}
+pps_or_missing() { local v; v=$(ok_pps "$1"); echo "${v:-?}"; }  # gnuplot's missing value
+# What a missing figure cell says: the failed run's status, else "—".
+why_missing() { local s; for k in "$@"; do s=${STATUS[$k]:-}; [[ -n $s && $s != ok ]] && { echo "$s ($k)"; return; }; done; echo "—"; }
+# Sets CELL to "value (target OP threshold)" and VERDICT to pass|miss; without a value
+# CELL is the reason and VERDICT "—".
+CELL="" VERDICT=""
+judge() {  # value unit op threshold reason
+  local v=$1 unit=$2 op=$3 th=$4 sign=≥
+  if [[ -z $v ]]; then CELL=$5 VERDICT="—"; return; fi
+  [[ $op == ">=" ]] || sign=≤
+  VERDICT=$(awk -v v="$v" -v t="$th" -v op="$op" 'BEGIN { ok = (op == ">=") ? v >= t : v <= t; print ok ? "pass" : "miss" }')
+  CELL="$v$unit (target $sign $th$unit)"
+}
+div() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN { if (a != "" && b != "" && b > 0) printf f, a / b }'; }
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+vs_kernel() {  # pattern op
+  local e k
+  e=$(ok_pps "extmem/$1/$2"); k=$(ok_pps "kernel/$1/$2")
+  judge "$(div "$e" "$k")" x ">=" "$3" "$(why_missing "extmem/$1/$2" "kernel/$1/$2")"
+}
+row() {  # label kernel-cell kernel-verdict device-cell device-verdict
+  echo "| $1 | $2 | $3 | $4 | $5 |"
+}
+
+vs_kernel seq read 2.0; SEQR_K=$CELL SEQR_KV=$VERDICT
+# Device ratios in percent: extmem's swap I/O rate during the measurement / fio's.
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.0f", 100 * a / b }'; }
+judge "$(pct "$(ok_field RD extmem/seq/read)" "$FIO_SEQREAD")" "%" ">=" 90 "$(why_missing extmem/seq/read)"
+SEQR_D=$CELL SEQR_DV=$VERDICT
+vs_kernel seq rmw 1.4; SEQW_K=$CELL SEQW_KV=$VERDICT
+SEQW_IO=$(awk -v r="$(ok_field RD extmem/seq/rmw)" -v w="$(ok_field WR extmem/seq/rmw)" 'BEGIN { if (r != "" && w != "") print r + w }')
+judge "$(pct "$SEQW_IO" "$FIO_SEQRW")" "%" ">=" 90 "$(why_missing extmem/seq/rmw)"
+SEQW_D=$CELL SEQW_DV=$VERDICT
+vs_kernel window read 2.0; WINR_K=$CELL WINR_KV=$VERDICT
+vs_kernel window rmw 2.0; WINW_K=$CELL WINW_KV=$VERDICT
+vs_kernel random read 1.2; RNDR_K=$CELL RNDR_KV=$VERDICT
+RNDR_IOPS=$(awk -v r="$(ok_field RD extmem/random/read)" 'BEGIN { if (r != "") printf "%.0f", r * 256 }')
+judge "$(pct "$RNDR_IOPS" "$FIO_RANDREAD")" "%" ">=" 80 "$(why_missing extmem/random/read)"
+RNDR_D=$CELL RNDR_DV=$VERDICT
+vs_kernel hotset rmw 1.3; HOTW_K=$CELL HOTW_KV=$VERDICT
+judge "$(div "$(ok_pps "extmem/fit/$FIT_OP")" "$(ok_pps "ram/fit/$FIT_OP")" "%.3f")" x ">=" 0.97 "$(why_missing "extmem/fit/$FIT_OP" "ram/fit/$FIT_OP")"
+FIT=$CELL FIT_V=$VERDICT
+# First touch beyond the limit: the median populate rate over the pattern runs.
+pop_median() { local k out=""; for k in "${!STATUS[@]}"; do [[ $k == "$1"/* && $k != */fit/* ]] && out+=" $(ok_pop "$k")"; done; median <<< "$out"; }
+FT_E=$(pop_median extmem); FT_K=$(pop_median kernel)
+judge "$(div "$FT_E" "$FT_K")" x ">=" 1.0 "$(why_missing extmem/seq/read kernel/seq/read)"
+FT=$CELL FT_V=$VERDICT
+# Fits: how much longer extmem's populate took than native (time ratio = rate ratio inverted).
+judge "$(div "$(ok_pop "ram/fit/$FIT_OP")" "$(ok_pop "extmem/fit/$FIT_OP")")" "x native time" "<=" 1.5 "$(why_missing "extmem/fit/$FIT_OP" "ram/fit/$FIT_OP")"
+FTF=$CELL FTF_V=$VERDICT
+# Daemon memory: the run managing the most pages; metadata from its SIGUSR1 line.
+MEM_KEY=
+for k in "${!MANAGED[@]}"; do
+  [[ ${STATUS[$k]} == ok && -n ${MANAGED[$k]} && -n ${META[$k]} ]] || continue
+  [[ -z $MEM_KEY ]] || ((MANAGED[$k] > MANAGED[$MEM_KEY])) && MEM_KEY=$k
+done
+MEM_CELL="—" MEM_V="—" RSS_CELL="—" RSS_V="—"
+# The constant of "RSS <= 1% of managed memory + a constant": the idle daemon plus 32 MiB
+# for what paging allocates once and keeps (per fault thread a read-ahead buffer of up to
+# 4.25 MiB, an io_uring and a stack; reclaim buffers; malloc arenas).
+RSS_CONST_KIB=$(( ${DAEMON_IDLE_RSS:-0} + 32768 ))
+if [[ -n $MEM_KEY ]]; then
+  judge "$(div "${META[$MEM_KEY]}" "$((MANAGED[$MEM_KEY] / 4096))" "%.1f")" " B/page" "<=" 16 ""
+  MEM_CELL=$CELL MEM_V=$VERDICT
+  MEM_CELL="$MEM_CELL; ${MEM_KEY#extmem/}, $((MANAGED[$MEM_KEY] >> 20)) MiB managed"
+  RSS_MAX=0
+  for k in "${!RSS[@]}"; do [[ ${STATUS[$k]} == ok && -n ${RSS[$k]} ]] && ((RSS[$k] > RSS_MAX)) && RSS_MAX=${RSS[$k]}; done
+  RSS_BOUND=$(awk -v m="${MANAGED[$MEM_KEY]}" -v c="$RSS_CONST_KIB" 'BEGIN { printf "%d", m / 1024 * 0.01 + c }')
+  RSS_CELL="RSS $((RSS_MAX >> 10)) MiB (target ≤ 1% of $((MANAGED[$MEM_KEY] >> 20)) MiB + idle $((${DAEMON_IDLE_RSS:-0} >> 10)) MiB + 32 MiB = $((RSS_BOUND >> 10)) MiB)"
+  RSS_V=$( ((RSS_MAX <= RSS_BOUND)) && echo pass || echo miss)
+fi
+
+TARGETS=$(
+  echo "| pattern | extmem vs kernel swap | | extmem vs the device | |"
+  echo "|---|---|---|---|---|"
+  row "sequential read" "$SEQR_K" "$SEQR_KV" "swap reads at $SEQR_D of fio 1 MiB sequential read" "$SEQR_DV"
+  row "sequential read-modify-write" "$SEQW_K" "$SEQW_KV" "swap reads+writes at $SEQW_D of fio 1 MiB sequential read+write" "$SEQW_DV"
+  row "random 2 MiB windows, read" "$WINR_K" "$WINR_KV" "" ""
+  row "random 2 MiB windows, read-modify-write" "$WINW_K" "$WINW_KV" "" ""
+  row "uniform random 4 KiB read" "$RNDR_K" "$RNDR_KV" "swap-in IOPS at $RNDR_D of fio 4 KiB random read QD$THREADS" "$RNDR_DV"
+  row "hot set 90/10, read-modify-write" "$HOTW_K" "$HOTW_KV" "" ""
+  row "working set within the limit ($FIT_SIZE, $FIT_PATTERN $FIT_OP)" "vs no shim: $FIT" "$FIT_V" "" ""
+  row "first touch of fresh memory" "populate rate, $SIZE under $LIMIT: $FT" "$FT_V" "all fits ($FIT_SIZE): $FTF" "$FTF_V"
+  row "daemon memory" "metadata $MEM_CELL" "$MEM_V" "$RSS_CELL" "$RSS_V"
+)
+
 cell() {  # pages/s or the failure
   local key=$1
   if [[ -z ${STATUS[$key]:-} ]]; then echo "—"
@@ -437,39 +704,140 @@ TABLE=$(
     ratio=$(awk -v e="${e% ¹}" -v k="${k% ¹}" 'BEGIN { if (e ~ /^[0-9]+$/ && k ~ /^[0-9]+$/ && k > 0) printf "%.2f", e / k; else print "—" }')
     echo "| $pattern | $op | $e | $k | $ratio | $r |"
   done; done
+  echo "| $FIT_PATTERN, $FIT_SIZE (within the limit) | $FIT_OP | $(cell "extmem/fit/$FIT_OP") | | | $(cell "ram/fit/$FIT_OP") |"
 )
 if [[ -n $FIO_RANDREAD$FIO_SEQREAD ]]; then
-  DEVICE_LINE="fio on the same filesystem (O_DIRECT, io_uring, ${FIO_RT:-?} s each): 4 KiB random read QD$THREADS **${FIO_RANDREAD:-n/a} IOPS**, 4 KiB random write QD$THREADS ${FIO_RANDWRITE:-n/a} IOPS, 1 MiB sequential read QD8 **${FIO_SEQREAD:-n/a} MiB/s** (= $(awk -v m="${FIO_SEQREAD:-0}" 'BEGIN { printf "%d", m * 256 }') pages/s)."
+  DEVICE_LINE="fio on the same filesystem (O_DIRECT, io_uring, ${FIO_RT:-?} s each): 4 KiB random read QD$THREADS **${FIO_RANDREAD:-n/a} IOPS**, 4 KiB random write QD$THREADS ${FIO_RANDWRITE:-n/a} IOPS, 1 MiB sequential read QD8 **${FIO_SEQREAD:-n/a} MiB/s**, 1 MiB sequential read+write (50/50) QD8 **${FIO_SEQRW:-n/a} MiB/s**."
 else
   DEVICE_LINE="not measured in this run."
 fi
+if ! pagerank_on; then
+  if [[ -z $PAGERANK_ARGS ]]; then PR_TABLE="pagerank: skipped (--pagerank \"\")"; else PR_TABLE="pagerank: not built"; fi
+else
+  PR_TABLE=$(
+    echo "PageRank \`extmem-pagerank $PAGERANK_ARGS\`, limit $((${PR_LIMIT_B:-0} >> 20)) MiB (half its peak RSS in RAM):"
+    echo
+    echo "| config | median iteration s | vs kernel swap | checksum |"
+    echo "|---|---:|---:|---|"
+    for c in ram $(for p in $PAGERANK_POLICIES; do echo "extmem-$p"; done) kernel; do
+      [[ -n ${PR_STATUS[$c]:-} ]] || continue
+      if [[ ${PR_STATUS[$c]} == ok ]]; then
+        sp=$(div "${PR_MEDIAN[kernel]:-}" "${PR_MEDIAN[$c]}")
+        [[ ${PR_STATUS[kernel]:-} == ok ]] || sp=
+        echo "| $c | ${PR_MEDIAN[$c]} | ${sp:+${sp}x} | ${PR_SUM[$c]:-?}$([[ -n ${PR_SUM[ram]:-} && ${PR_SUM[$c]:-} != "${PR_SUM[ram]}" ]] && echo " (differs from in-RAM)") |"
+      else
+        echo "| $c | ${PR_STATUS[$c]} | | |"
+      fi
+    done
+  )
+fi
 DETAILS=$(
-  echo "| config | pattern | op | attempt | status | pages/s | populate ms | verify | run s | major faults | evictions | fault p50 ≤ µs | fault p99 ≤ µs | errors |"
-  echo "|---|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|"
+  echo "| config | pattern | op | size | attempt | status | pages/s | populate pages/s | verify | run s | major faults | evictions | fault p50 ≤ µs | fault p99 ≤ µs | errors | swap read MiB/s | swap written MiB/s | managed bytes | metadata bytes | daemon RSS KiB |"
+  echo "|---|---|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
   tail -n +2 "$RUNS_CSV" | awk -F, '{ printf "| %s |", $1; for (i = 2; i <= NF; i++) printf " %s |", $i; print "" }'
 )
+{ echo "$TARGETS"; echo; echo "$TABLE"; echo; echo "$PR_TABLE"; } > "$RESULTS/table.md"
+echo
+echo "$TARGETS"
 echo
 echo "$TABLE"
 [[ -z $NOTES ]] || { echo; echo "$NOTES"; }
 echo
-echo "$DEVICE_LINE"
+echo "Device: $DEVICE_LINE"
+echo
+echo "$PR_TABLE"
 echo
 echo "details: $RUNS_CSV; throughput over time: $TS_CSV; logs: $RESULTS"
+
+# ---- plots ------------------------------------------------------------------------
+PLOT_FILES=()
+if [[ -n $PLOTS ]] && command -v gnuplot >/dev/null; then
+  mkdir -p "$PLOTS"
+  # Throughput per pattern and system; the device as pages/s it can move for the pattern.
+  {
+    echo "# pattern ram extmem kernel device"
+    for pattern in $PATTERNS; do for op in $OPS; do
+      dev="?"
+      case $pattern/$op in
+        seq/read) [[ -z $FIO_SEQREAD ]] || dev=$((FIO_SEQREAD * 256)) ;;
+        seq/rmw) [[ -z $FIO_SEQRW ]] || dev=$((FIO_SEQRW * 128)) ;;  # 4 KiB read + 4 KiB written per page
+        random/read) dev=${FIO_RANDREAD:-?} ;;
+      esac
+      echo "$pattern-$op $(pps_or_missing "ram/$pattern/$op") $(pps_or_missing "extmem/$pattern/$op") $(pps_or_missing "kernel/$pattern/$op") $dev"
+    done; done
+  } > "$RESULTS/throughput.dat"
+  # Trims the empty margins; a single cluster fails with a set range.
+  ROWS=$(($(wc -l < "$RESULTS/throughput.dat") - 1)) XRANGE=""
+  ((ROWS < 2)) || XRANGE="set xrange [-0.6:$((ROWS - 1)).6]"
+  # gnuplot gives up on a series without one value.
+  DEVICE_SERIES=""
+  if awk 'NR > 1 && $5 != "?" { found = 1 } END { exit !found }' "$RESULTS/throughput.dat"; then
+    DEVICE_SERIES="'' using 5 title \"device ceiling\","
+  fi
+  gnuplot <<EOF 2> "$RESULTS/gnuplot.log" && PLOT_FILES+=("$PLOTS/bench-throughput.png")
+set terminal png size 1100,520 font ",10"
+set output "$PLOTS/bench-throughput.png"
+set title "extmem-mmapbench, working set $SIZE, limit $LIMIT, $THREADS threads ($(date -u +%Y-%m-%d))"
+set datafile missing "?"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set logscale y
+set yrange [1000:*]
+set ylabel "pages touched per second (log)"
+set key outside right top
+set grid ytics
+set xtics rotate by -25 scale 0
+$XRANGE
+plot "$RESULTS/throughput.dat" using 3:xtic(1) title "extmem", '' using 4 title "kernel swap", \
+     $DEVICE_SERIES '' using 2 title "in-RAM"
+EOF
+  # Throughput over time: extmem converging on the hot set, kernel swap for reference.
+  TS_PATTERN=hotset/rmw
+  grep -q "^extmem,hotset,rmw," "$TS_CSV" || TS_PATTERN=$(awk -F, '$1 == "extmem" { print $2 "/" $3; exit }' "$TS_CSV")
+  if [[ -n $TS_PATTERN ]]; then
+    for c in extmem kernel; do
+      awk -F, -v c="$c" -v p="${TS_PATTERN%/*}" -v o="${TS_PATTERN#*/}" \
+        '$1 == c && $2 == p && $3 == o { print $4 / 1000, $5 }' "$TS_CSV" > "$RESULTS/ts-$c.dat"
+    done
+    gnuplot <<EOF 2>> "$RESULTS/gnuplot.log" && PLOT_FILES+=("$PLOTS/bench-over-time.png")
+set terminal png size 900,450 font ",10"
+set output "$PLOTS/bench-over-time.png"
+set title "${TS_PATTERN%/*} ${TS_PATTERN#*/} over time, working set $SIZE, limit $LIMIT"
+set xlabel "seconds since the measurement started"
+set ylabel "pages touched per second"
+set yrange [0:*]
+set grid
+set key top left
+plot "$RESULTS/ts-extmem.dat" using 1:2 with linespoints title "extmem ($POLICY)", \
+     "$RESULTS/ts-kernel.dat" using 1:2 with linespoints title "kernel swap"
+EOF
+  fi
+  ((${#PLOT_FILES[@]})) && log "plots: ${PLOT_FILES[*]}"
+fi
 
 # ---- docs/PERFORMANCE.md ---------------------------------------------------------------
 if [[ -n $DOC ]]; then
   CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
   MEM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 2^20 }' /proc/meminfo)
+  PLOT_MD=
+  for p in "${PLOT_FILES[@]}"; do
+    PLOT_MD+="![$(basename "$p" .png)]($(realpath --relative-to="$(dirname "$DOC")" "$p"))
+"
+  done
   BLOCK=$(printf '%s\n' \
     "<!-- BEGIN RESULTS (written by bench/run.sh; edits here are overwritten) -->" \
     "### Run of $(date -u '+%Y-%m-%d %H:%M UTC')$( ((QUICK)) && echo " (--quick)")" \
     "" \
     "- machine: $(nproc) CPUs ($CPU), $MEM RAM, kernel $(uname -r)" \
+    "- load average (1, 5, 15 min) $LOAD_START at the start, $(cut -d" " -f1-3 /proc/loadavg) at the end" \
     "- filesystem for both swap areas: $FS_TYPE on $FS_DEV (mounted at $FS_MNT), directory $WORKDIR" \
     "- extmem: commit $GIT_REV, policy $POLICY, \`extmemd --swap $WORKDIR/extmem.swap --swap-size $(human "$SWAP_B")\`, \`EXTMEM_DRAM=$LIMIT_B\`, kernel swap off" \
     "- kernel swap: swapfile of $(human "$SWAP_B") on the same filesystem, cgroup v1 \`memory.limit_in_bytes=$LIMIT_B\`, swappiness $(cat /proc/sys/vm/swappiness)" \
-    "- workload: \`extmem-mmapbench --size $SIZE_B --threads $THREADS --pattern P --op O --seconds $SECS --verify\`: working set $SIZE, limit $LIMIT, populate (every page written once, not zero) then $SECS s measured" \
+    "- workload: \`extmem-mmapbench --size $SIZE_B --threads $THREADS --pattern P --op O --seconds $SECS --verify\`: working set $SIZE, limit $LIMIT, populate (every page written once, not zero) then $SECS s measured; within the limit: $FIT_SIZE" \
     "- command: \`bench/run.sh $ARGS_TEXT\`" \
+    "" \
+    "$TARGETS" \
     "" \
     "$TABLE" \
     "${NOTES:+
@@ -477,6 +845,9 @@ $NOTES
 }" \
     "Device ceiling: $DEVICE_LINE" \
     "" \
+    "$PR_TABLE" \
+    "" \
+    "$PLOT_MD" \
     "<details><summary>Per-run details (extmem counters at the end of the measurement; kernel major faults over the whole run)</summary>" \
     "" \
     "$DETAILS" \
@@ -498,5 +869,6 @@ fi
 
 failed=0
 for k in "${!STATUS[@]}"; do [[ ${STATUS[$k]} == ok ]] || failed=1; done
+for k in "${!PR_STATUS[@]}"; do [[ ${PR_STATUS[$k]} == ok ]] || failed=1; done
 if ((failed)); then log "some runs failed: see the table"; exit 3; fi
 exit 0

@@ -9,6 +9,7 @@ packages=(
   liburing-dev libspdlog-dev libboost-dev libgtest-dev libgmock-dev
   util-linux procps systemd
   redis-server redis-tools memcached  # tests/integration/applications_test.cpp, bench/apps.sh
+  fio gnuplot-nox  # bench/run.sh: the device ceiling and the plots (bench.smoke)
 )
 missing=()
 for p in "${packages[@]}"; do
