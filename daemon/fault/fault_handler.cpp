@@ -180,8 +180,7 @@ bool give_up_after_retries(Client& client, const WaitingFault& fault, const Page
   return true;
 }
 
-// The most read-ahead pages one group of faults may read beyond the faulting pages, and
-// the most pages of one client in flight before read-ahead stops.
+// The most read-ahead pages one group of faults may read beyond the faulting pages.
 constexpr uint64_t kMaxPrefetchPerGroup = 1024;
 
 // Marks the pages a COPY filled resident: dirty (slot dropped) when mapped writable,
