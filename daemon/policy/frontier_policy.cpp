@@ -168,9 +168,21 @@ void FrontierPolicy::on_gone(uint64_t page) {
 }
 
 bool FrontierPolicy::pop_victim(Scan* out) {
-  while (!passed_.empty()) {
-    const PageFlags::Handle h = passed_.back();
-    passed_.pop_back();
+  return pop_resident(passed_, /*newest=*/true, out);
+}
+
+bool FrontierPolicy::pop_guarded(Scan* out) {
+  return pop_resident(guarded_, /*newest=*/false, out);
+}
+
+bool FrontierPolicy::pop_resident(PageRing& ring, bool newest, Scan* out) {
+  while (!ring.empty()) {
+    const PageFlags::Handle h = newest ? ring.back() : ring.front();
+    if (newest) {
+      ring.pop_back();
+    } else {
+      ring.pop_front();
+    }
     const bool resident = flags_.get(h) == kResident;
     const uint64_t page = flags_.page(h);
     flags_.set(h, 0);
@@ -213,22 +225,6 @@ void FrontierPolicy::scan(size_t want, Scan* out) {
   // Last resort: the oldest guarded pages.
   while (out->victims.size() < want && pop_guarded(out)) {
   }
-}
-
-bool FrontierPolicy::pop_guarded(Scan* out) {
-  while (!guarded_.empty()) {
-    const PageFlags::Handle h = guarded_.front();
-    guarded_.pop_front();
-    const bool resident = flags_.get(h) == kResident;
-    const uint64_t page = flags_.page(h);
-    flags_.set(h, 0);
-    if (resident) {
-      out->victims.push_back(page);
-      --stream_pages_;
-      return true;
-    }
-  }
-  return false;
 }
 
 uint64_t FrontierPolicy::readahead_hint(uint64_t page) const {

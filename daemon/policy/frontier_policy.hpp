@@ -90,6 +90,9 @@ class FrontierPolicy final : public Policy {
   bool pop_victim(Scan* out);
   // Evicts the oldest guarded page; false when there is none.
   bool pop_guarded(Scan* out);
+  // Evicts the newest (else oldest) resident page of `ring`, dropping stale entries on
+  // the way; false when it has none.
+  bool pop_resident(PageRing& ring, bool newest, Scan* out);
   void compact();
 
   ClockPolicy clock_;
