@@ -72,6 +72,7 @@ struct ClientCounters {
   std::atomic<uint64_t> stalled_reads{0};
   std::atomic<uint64_t> prefetched_pages{0};
   std::atomic<uint64_t> prefetch_hits{0};
+  std::atomic<uint64_t> fault_around_pages{0};
   // Hints taken from the client's ring; applied to at least one arena page; refused
   // (unknown hint, range outside the arena); dropped by the client with its ring full
   // (as the client reports it).
@@ -179,6 +180,8 @@ class Client : public std::enable_shared_from_this<Client> {
   AddressMap address_map;
   SequentialDetector sequential;
   Readahead readahead;
+  // Per-thread windows for mapping the neighbours of a minor fault (continue_around).
+  Readahead fault_around;
   RangeAdvice access_advice;  // SEQUENTIAL/RANDOM hints, steering `readahead`
   std::unique_ptr<Policy> policy;
   // Where this client's faults are recorded (extmemd --record-faults); null: nowhere.

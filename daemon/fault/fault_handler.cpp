@@ -209,7 +209,7 @@ uint64_t map_pages(Client& client, uintptr_t addr, uint64_t first, uint64_t page
     client.counters().fault_errors++;
     return 0;
   }
-  const uint64_t mapped = copied->copied / kPageSize;
+  const uint64_t mapped = copied->filled / kPageSize;
   settle_mapped(client, first, mapped, dirty, pager);
   if (copied->outcome == kernel::Outcome::kTargetGone) *gone = true;
   // EEXIST on a page we hold as evicted means a page appeared in a hole only we fill:
@@ -442,6 +442,35 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
   start_reads(lock, client, reads, pager);
 }
 
+// A minor fault: the page is in the memfd, its PTE removed by an access reset to learn
+// whether it is still used. A thread walking through such pages (a scan of a resident
+// range) would take a round trip per page, so, as the kernel's fault-around does, the
+// page's neighbours in the same state are mapped with it, as many as the thread's window,
+// which grows while its minor faults continue where its last mapping ended (Readahead's
+// rule) and is one page for random faults. They count as accessed. A clean run stays
+// write-protected, so its first write is seen.
+Result<kernel::Outcome> continue_around(Client& client, const Segment& segment, uintptr_t addr,
+                                        uint64_t page, uint32_t tid, PageState state) {
+  const Readahead::Decision d =
+      client.fault_around.on_fault(tid, page, client.access_advice.at(page));
+  const uint64_t segment_end = (segment.offset + segment.len) / kPageSize;
+  uint64_t pages = 1;
+  while (pages < d.window && page + pages < segment_end &&
+         client.pages.state(page + pages) == state) {
+    ++pages;
+  }
+  auto filled = client.uffd().continue_pages(
+      addr, pages * kPageSize, state == PageState::kResidentClean ? kernel::kContinueModeWp : 0);
+  if (!filled) return filled.error();
+  // A page of the run already mapped (never reset) ends it: the thread reaches it without
+  // a fault.
+  const uint64_t mapped = filled->filled / kPageSize;
+  for (uint64_t p = page; p < page + mapped; ++p) client.policy->on_access(p);
+  if (mapped > 1) client.counters().fault_around_pages += mapped - 1;
+  client.fault_around.on_read(tid, page, std::max<uint64_t>(mapped, 1));
+  return mapped > 0 ? kernel::Outcome::kDone : filled->outcome;
+}
+
 // Resolves a fault, except one on an evicted page, which is added to `majors` to be read
 // with the others of its group.
 void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uffd_msg& msg,
@@ -485,10 +514,8 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
       Result<kernel::Outcome> resolved = kernel::Outcome::kAlreadyPresent;
       if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
         client.counters().minor_faults++;
-        client.policy->on_access(page);
-        // A clean page stays write-protected, so its first write is seen.
         resolved =
-            client.uffd().continue_range(addr, kPageSize, clean ? kernel::kContinueModeWp : 0);
+            continue_around(client, *segment, addr, page, msg.arg.pagefault.feat.ptid, state);
       } else if (flags & UFFD_PAGEFAULT_FLAG_WP) {
         // The first write to a clean page (or protection left over from an abandoned
         // eviction): its swap copy is stale from now on.

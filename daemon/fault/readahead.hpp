@@ -1,7 +1,8 @@
-// Swap-in read-ahead window sizing, like the kernel's readahead: per faulting thread, the
-// window doubles while major faults continue where the previous read ended and halves
-// when they land elsewhere. Pure logic; the fault handler clamps the window to what may
-// be read (evicted neighbours of the same chunk, the client's room) and reports back.
+// Window sizing like the kernel's readahead: per faulting thread, the window doubles while
+// faults continue where the previous read ended and halves when they land elsewhere. Pure
+// logic; the fault handler clamps the window to what may be read (evicted neighbours of
+// the same chunk, the client's room) and reports back. The same rule sizes the fault-around
+// of minor faults, where "read" means mapped.
 #pragma once
 
 #include <array>

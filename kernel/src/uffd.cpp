@@ -120,19 +120,19 @@ Result<Outcome> Userfaultfd::copy(uintptr_t dst, const void* src, size_t len,
   return copied->outcome;
 }
 
-Result<CopyResult> Userfaultfd::copy_pages(uintptr_t dst, const void* src, size_t len,
+Result<FillResult> Userfaultfd::copy_pages(uintptr_t dst, const void* src, size_t len,
                                            uint64_t mode) noexcept {
   uffdio_copy arg = {};
   arg.dst = dst;
   arg.src = reinterpret_cast<uintptr_t>(src);
   arg.len = len;
   arg.mode = mode;
-  if (ioctl(fd(), UFFDIO_COPY, &arg) == 0) return CopyResult{Outcome::kDone, len};
+  if (ioctl(fd(), UFFDIO_COPY, &arg) == 0) return FillResult{Outcome::kDone, len};
   // A partial copy fails with EAGAIN and leaves the bytes copied in `copy`; a copy that
   // filled nothing leaves -errno there.
-  if (arg.copy > 0) return CopyResult{Outcome::kRetry, static_cast<size_t>(arg.copy)};
+  if (arg.copy > 0) return FillResult{Outcome::kRetry, static_cast<size_t>(arg.copy)};
   Outcome outcome;
-  if (triage_errno(errno, &outcome)) return CopyResult{outcome, 0};
+  if (triage_errno(errno, &outcome)) return FillResult{outcome, 0};
   return Error::from_errno("UFFDIO_COPY at %#lx", static_cast<unsigned long>(dst));
 }
 
@@ -157,6 +157,19 @@ Result<Outcome> Userfaultfd::continue_range(uintptr_t start, size_t len, uint64_
   arg.range = {start, len};
   arg.mode = mode;
   return resolve_ioctl(fd(), UFFDIO_CONTINUE, &arg, "UFFDIO_CONTINUE", start);
+}
+
+Result<FillResult> Userfaultfd::continue_pages(uintptr_t start, size_t len,
+                                               uint64_t mode) noexcept {
+  uffdio_continue arg = {};
+  arg.range = {start, len};
+  arg.mode = mode;
+  if (ioctl(fd(), UFFDIO_CONTINUE, &arg) == 0) return FillResult{Outcome::kDone, len};
+  // As UFFDIO_COPY: a partial fill fails with EAGAIN and leaves the bytes in `mapped`.
+  if (arg.mapped > 0) return FillResult{Outcome::kRetry, static_cast<size_t>(arg.mapped)};
+  Outcome outcome;
+  if (triage_errno(errno, &outcome)) return FillResult{outcome, 0};
+  return Error::from_errno("UFFDIO_CONTINUE at %#lx", static_cast<unsigned long>(start));
 }
 
 Result<Outcome> Userfaultfd::write_protect(uintptr_t start, size_t len, bool protect,

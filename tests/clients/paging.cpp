@@ -272,6 +272,40 @@ size_t verify(const char* p, size_t len, uint64_t seed) {
   return bad;
 }
 
+// One thread reads a region of --mib MiB through again and again, checking every page,
+// while another streams writes through four times as much memory: the reader's pages stay
+// in use but are reset (and some evicted) under the pressure, so its scans walk over
+// pages it must fault on again.
+int rescan(const Args& a) {
+  const size_t len = a.mib * kMiB;
+  const size_t pages = len / kPage;
+  char* region = map(len);
+  char* pressure = map(4 * len);
+  fill(region, len, 1);
+  std::atomic<bool> stop{false};
+  std::thread streamer([&] {
+    for (uint64_t pass = 1; !stop.load(); ++pass) {
+      for (size_t off = 0; off < 4 * len && !stop.load(); off += kPage) {
+        reinterpret_cast<uint64_t*>(pressure + off)[0] = pass;
+      }
+    }
+  });
+  uint64_t scans = 0;
+  size_t bad = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(a.seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (size_t p = 0; p < pages; ++p) {
+      bad += check_page(reinterpret_cast<const uint64_t*>(region + p * kPage), p, 1);
+    }
+    ++scans;
+  }
+  stop.store(true);
+  streamer.join();
+  printf("rescan %s: %" PRIu64 " MiB, %" PRIu64 " scans, mismatches %zu\n", bad ? "FAILED" : "ok",
+         a.mib, scans, bad);
+  return bad ? 1 : 0;
+}
+
 // Memory is released in steps, each announced on stdout and continued on SIGUSR2, so a
 // test can look at the daemon between them.
 int steps(const Args& a) {
@@ -487,7 +521,7 @@ int fork_while_paging(const Args& a) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     fputs(
-        "usage: extmem-paging integrity|hammer|steps|evicted-io|fork-while-paging [--mib N] "
+        "usage: extmem-paging integrity|hammer|rescan|steps|evicted-io|fork-while-paging [--mib N] "
         "[--threads T] [--seconds S]\n",
         stderr);
     return 2;
@@ -496,6 +530,7 @@ int main(int argc, char** argv) {
   Args a = parse(argc, argv);
   if (cmd == "integrity") return integrity(a);
   if (cmd == "hammer") return hammer(a);
+  if (cmd == "rescan") return rescan(a);
   if (cmd == "steps") return steps(a);
   if (cmd == "evicted-io") return evicted_io(a);
   if (cmd == "fork-while-paging") return fork_while_paging(a);

@@ -82,6 +82,23 @@ TEST(Paging, WritesToPagesBeingEvictedAreNeverLost) {
   EXPECT_GT(departed_counter(daemon, 0, "evictions"), 1000u) << daemon.log();
 }
 
+// A thread scanning resident pages whose access bits were reset maps them in runs, not
+// one minor fault per page, and reads the right data.
+TEST(Paging, ScansOfResetPagesAreMappedInRuns) {
+  ScratchDir dir;
+  Daemon daemon(dir, daemon_args(dir));
+  ProcessResult r =
+      run_paging(dir, {"rescan", "--mib", "16", "--seconds", "8"}, paging_client(daemon, "48M"));
+  ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
+  EXPECT_NE(r.out.find("mismatches 0"), std::string::npos) << r.out;
+  const uint64_t minor = departed_counter(daemon, 0, "minor");
+  const uint64_t around = departed_counter(daemon, 0, "fault_around_pages");
+  // The scans met many reset pages (16 MiB is 4096 pages a scan), and mapped most of them
+  // with a neighbour's fault.
+  EXPECT_GT(minor + around, 4096u) << daemon.log();
+  EXPECT_GT(around, 8 * minor) << daemon.log();
+}
+
 TEST(Paging, ReadAndWriteSystemCallsOnEvictedBuffers) {
   ScratchDir dir;
   Daemon daemon(dir, daemon_args(dir));

@@ -30,11 +30,12 @@ enum class Outcome {
 
 // How far a UFFDIO_COPY of several pages got: the kernel copies page by page and stops
 // at the first page it cannot fill.
-struct CopyResult {
-  // kDone when all of it was copied. After a partial copy kRetry: the kernel does not
-  // say why the next page failed.
+// What a multi-page UFFDIO_COPY or UFFDIO_CONTINUE did.
+struct FillResult {
+  // kDone when all of the range was filled. After a partial fill kRetry: the kernel does
+  // not say why the next page failed.
   Outcome outcome;
-  size_t copied;  // bytes from dst on that were filled (and their waiters woken)
+  size_t filled;  // bytes from the start on that were mapped (and their waiters woken)
 };
 
 // The triaged outcome of errno `err`, or false when it is a real failure.
@@ -62,9 +63,12 @@ class Userfaultfd {
   // UFFDIO_COPY: fills [dst, dst+len) from src and wakes waiters unless DONTWAKE.
   Result<Outcome> copy(uintptr_t dst, const void* src, size_t len, uint64_t mode) noexcept;
   // UFFDIO_COPY of several pages, reporting how many were filled when not all were.
-  Result<CopyResult> copy_pages(uintptr_t dst, const void* src, size_t len, uint64_t mode) noexcept;
+  Result<FillResult> copy_pages(uintptr_t dst, const void* src, size_t len, uint64_t mode) noexcept;
   // UFFDIO_CONTINUE: maps pages already in the page cache.
   Result<Outcome> continue_range(uintptr_t start, size_t len, uint64_t mode) noexcept;
+  // UFFDIO_CONTINUE of several pages, reporting how many were mapped when not all were
+  // (the first page already mapped stops it).
+  Result<FillResult> continue_pages(uintptr_t start, size_t len, uint64_t mode) noexcept;
   Result<Outcome> write_protect(uintptr_t start, size_t len, bool protect, bool dont_wake) noexcept;
   Result<Outcome> wake(uintptr_t start, size_t len) noexcept;
   // UFFDIO_POISON: the range raises SIGBUS when touched, as memory the kernel could not
