@@ -66,6 +66,7 @@ Daemon::Daemon(Options options, std::vector<std::string> args, const kernel::Cap
 Result<void> Daemon::run() {
   const auto started = std::chrono::steady_clock::now();
   Pager pager;
+  pager.thread_nice = options_.paging_nice;
   uint64_t uffd_features = caps_.uffd_features;
   if (getenv("EXTMEMD_TEST_NO_POISON") != nullptr) {
     uffd_features &= ~kernel::kFeaturePoison;
@@ -91,8 +92,10 @@ Result<void> Daemon::run() {
   governor_->configure(options_);
   if (swap_) {
     reclaimer_ = std::make_unique<Reclaimer>(registry_, *governor_, *swap_, track_access_);
-    reclaimer_->start();
-    pager = {swap_.get(), reclaimer_.get(), (uffd_features & kernel::kFeaturePoison) != 0};
+    reclaimer_->start(options_.paging_nice);
+    pager.swap = swap_.get();
+    pager.reclaimer = reclaimer_.get();
+    pager.can_poison = (uffd_features & kernel::kFeaturePoison) != 0;
     auto swap_in = SwapInQueue::start(kSwapInQueueEntries, pager);
     if (!swap_in) return swap_in.error();
     swap_in_ = std::move(*swap_in);

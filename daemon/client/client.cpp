@@ -144,9 +144,9 @@ std::string Client::describe() {
       c.fault_latency.quantile_us(0.5), c.fault_latency.quantile_us(0.99), c.fault_errors.load(),
       c.io_errors.load(), c.swap_full.load(), c.over_limit.load(),
       format_size(metadata_bytes, metadata, sizeof(metadata)), c.prefetched_pages.load(),
-      c.prefetch_hits.load(), c.fault_around_pages.load(), c.poisoned_pages.load(), c.stalled_reads.load(),
-      c.hints_received.load(), c.hints_applied.load(), c.hints_invalid.load(),
-      c.hints_ring_full.load());
+      c.prefetch_hits.load(), c.fault_around_pages.load(), c.poisoned_pages.load(),
+      c.stalled_reads.load(), c.hints_received.load(), c.hints_applied.load(),
+      c.hints_invalid.load(), c.hints_ring_full.load());
 }
 
 }  // namespace extmem::daemon

@@ -83,22 +83,6 @@ struct ClientCounters {
   LatencyHistogram fault_latency;
 };
 
-// Grows the zero-fill window while first touches walk forward, as readahead does.
-class SequentialDetector {
- public:
-  static constexpr uint64_t kMaxWindow = 128;  // pages (512 KiB)
-  // Pages to fill starting at `page`.
-  uint64_t window_for(uint64_t page) {
-    window_ = page == next_expected_ ? std::min(window_ * 2, kMaxWindow) : 1;
-    next_expected_ = page + window_;
-    return window_;
-  }
-
- private:
-  uint64_t next_expected_ = UINT64_MAX;
-  uint64_t window_ = 1;
-};
-
 // What a client may hold: its own limit (a ceiling, 0 for none), and its claim on the
 // global budget. Where the limit came from is shown to operators.
 struct ClientTerms {
@@ -178,9 +162,10 @@ class Client : public std::enable_shared_from_this<Client> {
   std::mutex mu;
   PageTable pages;
   AddressMap address_map;
-  SequentialDetector sequential;
+  // Per-thread windows, all by Readahead's rule: pages read with a major fault, zero-filled
+  // with a first touch, mapped with a minor fault (continue_around).
   Readahead readahead;
-  // Per-thread windows for mapping the neighbours of a minor fault (continue_around).
+  Readahead zero_fill_ahead;
   Readahead fault_around;
   RangeAdvice access_advice;  // SEQUENTIAL/RANDOM hints, steering `readahead`
   std::unique_ptr<Policy> policy;

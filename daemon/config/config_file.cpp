@@ -332,6 +332,8 @@ class ConfigParser {
         if (auto v = mode(f)) o->socket_mode = *v;
       } else if (f.name == "fault_threads") {
         if (auto v = integer<unsigned>(f, 1, 64)) o->fault_threads = *v;
+      } else if (f.name == "paging_nice") {
+        if (auto v = integer<int>(f, -20, 19)) o->paging_nice = *v;
       } else if (f.name == "log_level") {
         const std::string* level = string(f, "trace, debug, info, warn or error");
         if (level != nullptr && !is_log_level(*level)) {
@@ -534,6 +536,7 @@ std::vector<std::string> restart_required_changes(const Options& running, const 
   check(running.socket_path != reloaded.socket_path, "daemon.socket");
   check(running.socket_mode != reloaded.socket_mode, "daemon.socket_mode");
   check(running.fault_threads != reloaded.fault_threads, "daemon.fault_threads");
+  check(running.paging_nice != reloaded.paging_nice, "daemon.paging_nice");
   check(running.lend_uffd_device != reloaded.lend_uffd_device, "daemon.lend_uffd_device");
   check(running.control_path != reloaded.control_path, "control.socket");
   check(running.control_mode != reloaded.control_mode, "control.socket_mode");

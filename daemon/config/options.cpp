@@ -26,6 +26,16 @@ bool parse_unsigned(const std::string& text, unsigned long max, unsigned* out) {
   return true;
 }
 
+bool parse_nice(const std::string& text, int* out) {
+  if (text.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  const long v = strtol(text.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0' || v < -20 || v > 19) return false;
+  *out = static_cast<int>(v);
+  return true;
+}
+
 // Applies the flags in `args` to `options`. load_options runs it twice: on the defaults,
 // to check the flags and find --config, then over the file's values, so that flags win
 // wherever they are on the command line.
@@ -70,6 +80,11 @@ Result<void> apply_flags(const std::vector<std::string>& args, Options* options)
       if (v == nullptr || !parse_unsigned(*v, 64, &options->fault_threads) ||
           options->fault_threads == 0) {
         return Error::make(EINVAL, "--fault-threads needs a number from 1 to 64");
+      }
+    } else if (arg == "--paging-nice") {
+      const std::string* v = value();
+      if (v == nullptr || !parse_nice(*v, &options->paging_nice)) {
+        return Error::make(EINVAL, "--paging-nice needs a nice value from -20 to 19");
       }
     } else if (arg == "--swap-size" || arg == "--default-limit" || arg == "--budget") {
       const std::string* v = value();
@@ -182,6 +197,8 @@ options:
   --control PATH         control socket (default /run/extmem/control.sock)
   --control-mode OCTAL   permissions of the control socket (default 0660)
   --fault-threads N      fault-handling threads (default 2)
+  --paging-nice N        nice value of the threads that serve faults, -20 to 19
+                         (default -10; 0: the daemon's own)
   --swap PATH            swap file or block device (without one, limits are not enforced)
   --swap-size SIZE       create or grow the swap file to SIZE (e.g. 8G)
   --budget SIZE          DRAM shared by all clients (default: no global budget)

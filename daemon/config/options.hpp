@@ -36,6 +36,8 @@ struct Options {
   std::string socket_path = "/run/extmem/extmemd.sock";
   unsigned socket_mode = 0666;  // who may become a client
   unsigned fault_threads = 2;
+  // Nice value of the threads that serve faults (paging_thread.hpp); 0: the daemon's own.
+  int paging_nice = -10;
   std::string log_level = "info";
   unsigned stats_interval = 0;  // seconds between stats log lines; 0: only on SIGUSR1
   // Lend /dev/userfaultfd to clients that cannot create a full userfaultfd themselves.

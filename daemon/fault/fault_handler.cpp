@@ -98,9 +98,12 @@ uint64_t zero_fill(Client& client, const Segment& segment, uint64_t first, uint6
   return filled;
 }
 
+// A first touch of thread `tid`: its page and, while the thread's first touches walk
+// forward (each populating its own share, say), a growing window after it are zero-filled
+// and mapped at once.
 void fill_first_touch(std::unique_lock<std::mutex>& lock, Client& client, uintptr_t addr,
-                      uint64_t page, Pager& pager) {
-  uint64_t window = client.sequential.window_for(page);
+                      uint64_t page, uint32_t tid, Pager& pager) {
+  uint64_t window = client.zero_fill_ahead.on_fault(tid, page).window;
   make_room(lock, client, 1, pager);
   const Segment* segment = client.address_map.find(addr);
   if (segment == nullptr || client.pages.state(page) != PageState::kEmpty) {
@@ -114,6 +117,7 @@ void fill_first_touch(std::unique_lock<std::mutex>& lock, Client& client, uintpt
     window = std::clamp<uint64_t>(limit > resident ? limit - resident : 1, 1, window);
   }
   const uint64_t filled = zero_fill(client, *segment, page, window);
+  client.zero_fill_ahead.on_read(tid, page, window);
   client.counters().first_touch_faults++;
   client.counters().zero_filled_pages += filled;
   wake(client, addr, kPageSize);
@@ -497,7 +501,7 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
   }
   switch (state) {
     case PageState::kEmpty:
-      fill_first_touch(lock, client, addr, page, pager);
+      fill_first_touch(lock, client, addr, page, msg.arg.pagefault.feat.ptid, pager);
       break;
     case PageState::kEvicted:
       majors->push_back({addr, page, (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0,

@@ -27,6 +27,7 @@ struct Pager {
   // Where swap-in reads go to complete without holding a fault thread; none: they are
   // read synchronously.
   SwapInQueue* swap_in = nullptr;
+  int thread_nice = 0;  // of the threads that serve faults (daemon.paging_nice)
 };
 
 // Handles a batch of events read from the client's userfaultfd, in order.

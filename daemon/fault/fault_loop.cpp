@@ -13,6 +13,7 @@
 #include "extmem/wire.hpp"
 #include "fault/fault_handler.hpp"
 #include "fault/hints.hpp"
+#include "paging_thread.hpp"
 
 namespace extmem::daemon {
 
@@ -47,7 +48,12 @@ Result<void> FaultLoop::start() {
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, stop_event_.get(), &ev) != 0) {
     return Error::from_errno("epoll_ctl(stop event)");
   }
-  for (unsigned i = 0; i < thread_count_; ++i) threads_.emplace_back([this] { run(); });
+  for (unsigned i = 0; i < thread_count_; ++i) {
+    threads_.emplace_back([this] {
+      enter_paging_thread("extmemd-fault", pager_.thread_nice);
+      run();
+    });
+  }
   return {};
 }
 

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "paging_thread.hpp"
 #include "swap/swap_device.hpp"
 
 namespace extmem::daemon {
@@ -15,7 +16,10 @@ Result<std::unique_ptr<SwapInQueue>> SwapInQueue::start(unsigned entries, Pager 
   auto ring = kernel::IoRing::create(entries);
   if (!ring) return ring.error();
   std::unique_ptr<SwapInQueue> queue(new SwapInQueue(std::move(*ring), pager));
-  queue->reaper_ = std::thread([q = queue.get()] { q->run(); });
+  queue->reaper_ = std::thread([q = queue.get()] {
+    enter_paging_thread("extmemd-swapin", q->pager_.thread_nice);
+    q->run();
+  });
   return queue;
 }
 

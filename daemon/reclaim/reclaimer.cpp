@@ -11,6 +11,7 @@
 
 #include "fault/fault_handler.hpp"
 #include "fault/hints.hpp"
+#include "paging_thread.hpp"
 
 namespace extmem::daemon {
 
@@ -60,8 +61,11 @@ uint64_t Reclaimer::high_watermark(uint64_t limit) {
   return low + (limit - low) / 2;
 }
 
-void Reclaimer::start() {
-  thread_ = std::thread([this] { run(); });
+void Reclaimer::start(int nice) {
+  thread_ = std::thread([this, nice] {
+    enter_paging_thread("extmemd-reclaim", nice);
+    run();
+  });
 }
 
 void Reclaimer::stop() {

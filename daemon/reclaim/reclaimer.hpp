@@ -25,7 +25,8 @@ class Reclaimer {
   Reclaimer(const Reclaimer&) = delete;
   Reclaimer& operator=(const Reclaimer&) = delete;
 
-  void start();
+  // Starts the reclaim thread at nice value `nice` (see paging_thread.hpp).
+  void start(int nice);
   void stop();
   void wake();
   // True while the swap device has no free cluster.

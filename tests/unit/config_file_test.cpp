@@ -149,6 +149,7 @@ TEST(ConfigFileTest, EveryKey) {
 socket = "/tmp/a.sock"
 socket_mode = 0o600
 fault_threads = 8
+paging_nice = 5
 log_level = "debug"
 stats_interval = 86400
 lend_uffd_device = true
@@ -173,6 +174,7 @@ default_policy = "fifo"
   EXPECT_EQ(o.socket_path, "/tmp/a.sock");
   EXPECT_EQ(o.socket_mode, 0600u);
   EXPECT_EQ(o.fault_threads, 8u);
+  EXPECT_EQ(o.paging_nice, 5);
   EXPECT_EQ(o.log_level, "debug");
   EXPECT_EQ(o.stats_interval, 86400u);
   EXPECT_TRUE(o.lend_uffd_device);
@@ -280,6 +282,9 @@ TEST(ConfigFileTest, NumbersOutOfRange) {
   ExpectError("[daemon]\nfault_threads = 65\n", 2,
               "daemon.fault_threads: 65 is out of range (an integer from 1 to 64)");
   ExpectError("[daemon]\nfault_threads = 0\n", 2, "daemon.fault_threads: 0 is out of range");
+  ExpectError("[daemon]\npaging_nice = -21\n", 2,
+              "daemon.paging_nice: -21 is out of range (an integer from -20 to 19)");
+  ExpectError("[daemon]\npaging_nice = 20\n", 2, "daemon.paging_nice: 20 is out");
   ExpectError("[daemon]\nstats_interval = 86401\n", 2, "daemon.stats_interval: 86401 is out");
   ExpectError("[daemon]\nstats_interval = -1\n", 2, "daemon.stats_interval: -1 is out");
   ExpectError("[memory]\ndefault_weight = 0\n", 2, "memory.default_weight: 0 is out");

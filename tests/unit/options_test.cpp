@@ -136,6 +136,16 @@ TEST(OptionsTest, FaultThreadsRange) {
   EXPECT_EQ(ParseOk({"--fault-threads", "8"}).fault_threads, 8u);
 }
 
+TEST(OptionsTest, PagingNiceRange) {
+  EXPECT_EQ(ParseOk({}).paging_nice, -10);
+  EXPECT_EQ(ParseOk({"--paging-nice", "-20"}).paging_nice, -20);
+  EXPECT_EQ(ParseOk({"--paging-nice", "0"}).paging_nice, 0);
+  EXPECT_EQ(ParseOk({"--paging-nice", "19"}).paging_nice, 19);
+  for (const char* bad : {"-21", "20", "", "5x", "high"}) {
+    ExpectError({"--paging-nice", bad}, "--paging-nice needs a nice value from -20 to 19");
+  }
+}
+
 TEST(OptionsTest, LogLevels) {
   for (const char* level : {"trace", "debug", "info", "warn", "error"}) {
     EXPECT_EQ(ParseOk({"--log-level", level}).log_level, level);

@@ -24,30 +24,6 @@ TEST(WatermarksTest, GapIsAboutThreePercentButAtLeast64Pages) {
   EXPECT_EQ(Reclaimer::low_watermark(262144), 262144u - 262144u / 32);
 }
 
-TEST(SequentialDetectorTest, WindowDoublesWhileFaultsWalkForward) {
-  SequentialDetector d;
-  uint64_t page = 100;
-  std::vector<uint64_t> windows;
-  for (int i = 0; i < 10; ++i) {
-    uint64_t w = d.window_for(page);
-    windows.push_back(w);
-    page += w;
-  }
-  EXPECT_EQ(windows[0], 1u);
-  EXPECT_EQ(windows[1], 2u);
-  EXPECT_EQ(windows[2], 4u);
-  EXPECT_EQ(windows.back(), SequentialDetector::kMaxWindow);
-}
-
-TEST(SequentialDetectorTest, RandomFaultResetsTheWindow) {
-  SequentialDetector d;
-  d.window_for(10);
-  d.window_for(11);
-  EXPECT_EQ(d.window_for(13), 4u);
-  EXPECT_EQ(d.window_for(5000), 1u);
-  EXPECT_EQ(d.window_for(5001), 2u);
-}
-
 TEST(LatencyHistogramTest, EmptyReportsZero) {
   LatencyHistogram h;
   EXPECT_EQ(h.quantile_us(0.5), 0u);
