@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <thread>
+
 #include "paging_thread.hpp"
 #include "swap/swap_device.hpp"
 
@@ -53,8 +56,14 @@ void SwapInQueue::stop() {
     std::lock_guard lock(submit_mu_);
     if (!reaper_.joinable()) return;
     stopping_ = true;
-    // The reaper leaves once it has seen this and finished every read in flight.
-    if (auto nop = ring_.submit_nop(kStopTag); !nop) {
+    // The reaper leaves once it has seen this and finished every read in flight. A full
+    // submission ring (EBUSY) empties as the kernel takes the entries.
+    auto nop = ring_.submit_nop(kStopTag);
+    for (int tries = 0; !nop && nop.error().code() == EBUSY && tries < 1000; ++tries) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      nop = ring_.submit_nop(kStopTag);
+    }
+    if (!nop) {
       spdlog::critical("swap-in queue: cannot stop its thread: {}", nop.error().message());
       reaper_.detach();
       return;
