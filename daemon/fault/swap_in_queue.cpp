@@ -1,9 +1,9 @@
 #include "fault/swap_in_queue.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <chrono>
 #include <thread>
+
+#include <spdlog/spdlog.h>
 
 #include "paging_thread.hpp"
 #include "swap/swap_device.hpp"
