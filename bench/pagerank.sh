@@ -5,19 +5,31 @@
 #   ram       no limit, no shim (the ceiling; also gives the footprint and the checksum)
 #   POLICY    extmemd (started here) + libextmem.so at the limit, for each --policies entry
 #   kernel    a swapfile on the same filesystem + a cgroup v1 memory.limit_in_bytes
-# and prints, per configuration, the median iteration time of iterations 2..K and whether
-# the checksum matches the in-RAM run.
+# and prints, per configuration, the median iteration time of iterations 2..K, whether the
+# checksum matches the in-RAM run, and the paging counters of the whole run (graph
+# generation included): extmemd's major faults and bytes read/written; the cgroup's
+# major faults and the kernel's pswpin/pswpout (system-wide: kernel swap is otherwise off).
+#
+# The default graph (500k vertices, mean in-degree 256: 128M edges, 0.5 GiB) is mostly
+# its edges array, scanned once per iteration, while the randomly read contributions
+# (4 MiB) stay cached: at half the footprint paging, not computing, sets the pace.
 #
 # usage: bench/pagerank.sh [options]
-#   --vertices N        graph vertices (default 8000000)
-#   --avg-degree D      mean in-degree (default 16)
+#   --vertices N        graph vertices (default 500000)
+#   --avg-degree D      mean in-degree (default 256)
 #   --iterations K      iterations (default 6)
+#   --seed S            graph seed (default 1)
 #   --threads T         PageRank threads (default 2)
 #   --limit SIZE        DRAM limit (default: half the graph's footprint)
 #   --policies "..."    extmem policies to run (default "frontier clock")
 #   --configs "..."     any of "ram extmem kernel" (default all)
 #   --dir DIR           directory for the swap files (default: a new one under /var/tmp)
 #   --build-dir DIR     the extmem build (default build/)
+#   --bin-dir DIR       take extmemd, libextmem.so and extmem-pagerank from DIR instead
+#                       (bench/run.sh's copies)
+#
+# Exit status: 0 every run passed with the in-RAM checksum; 3 a run failed or its checksum
+# differs (the table says which); 1 the harness failed.
 #
 # The machine is left as it was found, also on failure: the daemon is stopped, the bench
 # swapfile swapped off and deleted, the cgroup removed (and the hierarchy unmounted if
@@ -27,8 +39,8 @@ set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$REPO/build
-VERTICES=8000000 DEGREE=16 ITERATIONS=6 THREADS=2 LIMIT='' POLICIES="frontier clock"
-CONFIGS="ram extmem kernel" WORKDIR=
+VERTICES=500000 DEGREE=256 ITERATIONS=6 SEED=1 THREADS=2 LIMIT='' POLICIES="frontier clock"
+CONFIGS="ram extmem kernel" WORKDIR='' BIN_DIR=''
 die() { echo "pagerank.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 while (($#)); do
@@ -36,12 +48,14 @@ while (($#)); do
     --vertices) VERTICES=$2; shift ;;
     --avg-degree) DEGREE=$2; shift ;;
     --iterations) ITERATIONS=$2; shift ;;
+    --seed) SEED=$2; shift ;;
     --threads) THREADS=$2; shift ;;
     --limit) LIMIT=$2; shift ;;
     --policies) POLICIES=$2; shift ;;
     --configs) CONFIGS=$2; shift ;;
     --dir) WORKDIR=$2; shift ;;
     --build-dir) BUILD=$2; shift ;;
+    --bin-dir) BIN_DIR=$2; shift ;;
     -h|--help) sed -n '3,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
@@ -56,23 +70,34 @@ to_bytes() {
   echo "$n"
 }
 PAGERANK=$BUILD/bench/extmem-pagerank EXTMEMD=$BUILD/daemon/extmemd SHIM=$BUILD/shim/libextmem.so
+if [[ -n $BIN_DIR ]]; then
+  PAGERANK=$BIN_DIR/extmem-pagerank EXTMEMD=$BIN_DIR/extmemd SHIM=$BIN_DIR/libextmem.so
+fi
 for f in "$PAGERANK" "$EXTMEMD" "$SHIM"; do [[ -e $f ]] || die "missing $f (build first)"; done
-ARGS=(--vertices "$VERTICES" --avg-degree "$DEGREE" --iterations "$ITERATIONS" --threads "$THREADS")
+ARGS=(--vertices "$VERTICES" --avg-degree "$DEGREE" --iterations "$ITERATIONS" --seed "$SEED"
+  --threads "$THREADS")
 
 DAEMON_PID='' KSWAP_ON=0 CG='' CG_ROOT='' CG_MOUNTED=''
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e
   if [[ -n $DAEMON_PID ]]; then kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID"; fi
-  ((KSWAP_ON)) && swapoff "$WORKDIR/kernel.swap"
+  if ((KSWAP_ON)); then
+    # Right after a memcg OOM kill swapoff can fail for a moment: retry, then say so.
+    for _ in 1 2 3 4 5; do swapoff "$WORKDIR/kernel.swap" && break; sleep 2; done
+    if grep -qF "$WORKDIR/kernel.swap" /proc/swaps; then
+      log "WARNING: could not swap off $WORKDIR/kernel.swap: run swapoff on it"
+    fi
+  fi
   if [[ -n $CG && -d $CG ]]; then
     while read -r p; do echo "$p" > "$CG_ROOT/cgroup.procs"; done < "$CG/cgroup.procs"
     rmdir "$CG"
   fi
   [[ -n $CG_MOUNTED ]] && umount "$CG_MOUNTED" && rmdir "$CG_MOUNTED"
   rm -f "$WORKDIR/extmem.swap" "$WORKDIR/kernel.swap" "$WORKDIR/sock" "$WORKDIR/control.sock"
-  ((rc == 0)) || log "failed (status $rc); machine state restored; logs in $WORKDIR/results"
+  ((rc == 0 || rc == 3)) || log "failed (status $rc); machine state restored; logs in $WORKDIR/results"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -94,7 +119,12 @@ median() {
          else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 checksum() { sed -n 's/^checksum: //p' "$1"; }
-declare -A MEDIAN SUM
+# a counter from the line extmemd logs when the client goes: counter NAME LOG
+counter() {
+  grep 'disconnected: pid=' "$2" | tail -1 | grep -oE "[( ]$1=[0-9.]+( [KMGTP]iB| B)?" | cut -d= -f2
+}
+vmstat() { awk -v k="$1" '$1 == k { print $2 }' /proc/vmstat; }
+declare -A MEDIAN SUM MAJOR READ WRITTEN FAILED
 
 log "ram: ${ARGS[*]}"
 "$PAGERANK" "${ARGS[@]}" > "$RESULTS/ram.log"
@@ -112,16 +142,20 @@ if want extmem; then
     log "extmem $policy"
     "$EXTMEMD" --socket "$WORKDIR/sock" --control "$WORKDIR/control.sock" \
       --swap "$WORKDIR/extmem.swap" --swap-size "$((SWAP_B >> 20))M" \
-      >> "$RESULTS/extmemd-$policy.log" 2>&1 &
+      > "$RESULTS/extmemd-$policy.log" 2>&1 &
     DAEMON_PID=$!
     for _ in $(seq 1 100); do [[ -S $WORKDIR/sock ]] && break; sleep 0.1; done
     [[ -S $WORKDIR/sock ]] || die "extmemd did not start; see $RESULTS/extmemd-$policy.log"
     env LD_PRELOAD="$SHIM" EXTMEM_SOCKET="$WORKDIR/sock" EXTMEM_DRAM="$LIMIT_B" \
-      EXTMEM_POLICY="$policy" EXTMEM_REQUIRED=1 "$PAGERANK" "${ARGS[@]}" > "$RESULTS/$policy.log"
+      EXTMEM_POLICY="$policy" EXTMEM_REQUIRED=1 "$PAGERANK" "${ARGS[@]}" > "$RESULTS/$policy.log" ||
+      FAILED[$policy]="exit $?"
     kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" || true; DAEMON_PID=
     rm -f "$WORKDIR/extmem.swap"
     MEDIAN[$policy]=$(median "$RESULTS/$policy.log")
     SUM[$policy]=$(checksum "$RESULTS/$policy.log")
+    MAJOR[$policy]=$(counter major "$RESULTS/extmemd-$policy.log")
+    READ[$policy]=$(counter read "$RESULTS/extmemd-$policy.log")
+    WRITTEN[$policy]=$(counter written "$RESULTS/extmemd-$policy.log")
   done
 fi
 
@@ -141,11 +175,15 @@ if want kernel; then
   mkswap "$WORKDIR/kernel.swap" > /dev/null
   KSWAP_ON=1
   swapon "$WORKDIR/kernel.swap"
+  IN0=$(vmstat pswpin) OUT0=$(vmstat pswpout)
   # shellcheck disable=SC2016
   sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$CG" "$PAGERANK" "${ARGS[@]}" \
-    > "$RESULTS/kernel.log"
+    > "$RESULTS/kernel.log" || FAILED[kernel]="exit $? (the memcg may OOM-kill)"
+  READ[kernel]="$(((($(vmstat pswpin) - IN0) * 4096) >> 20)) MiB"
+  WRITTEN[kernel]="$(((($(vmstat pswpout) - OUT0) * 4096) >> 20)) MiB"
   swapoff "$WORKDIR/kernel.swap"; KSWAP_ON=0
   rm -f "$WORKDIR/kernel.swap"
+  MAJOR[kernel]=$(awk '$1 == "pgmajfault" { print $2 }' "$CG/memory.stat")
   rmdir "$CG" && CG=
   MEDIAN[kernel]=$(median "$RESULTS/kernel.log")
   SUM[kernel]=$(checksum "$RESULTS/kernel.log")
@@ -153,12 +191,21 @@ fi
 
 echo
 echo "PageRank ${ARGS[*]}: footprint $((FOOTPRINT >> 20)) MiB, limit $((LIMIT_B >> 20)) MiB"
-echo "| config | median s/iteration (2..$ITERATIONS) | vs kernel swap | checksum |"
-echo "|---|---:|---:|---|"
+echo "| config | median s/iteration (2..$ITERATIONS) | vs kernel swap | major faults | read | written | checksum |"
+echo "|---|---:|---:|---:|---:|---:|---|"
+BAD=0
 for c in ram $POLICIES kernel; do
   [[ -n ${MEDIAN[$c]:-} ]] || continue
+  if [[ -n ${FAILED[$c]:-} ]]; then
+    echo "| $c | FAILED (${FAILED[$c]}; see $c.log) | | | | | |"
+    BAD=1
+    continue
+  fi
   ratio=$(awk -v k="${MEDIAN[kernel]:-}" -v m="${MEDIAN[$c]}" 'BEGIN { if (k > 0 && m > 0) printf "%.2fx", k / m; else print "-" }')
-  ok=$([[ ${SUM[$c]} == "$REFERENCE" ]] && echo "matches" || echo "DIFFERS: ${SUM[$c]}")
-  echo "| $c | ${MEDIAN[$c]} | $ratio | $ok |"
+  [[ -z ${FAILED[kernel]:-} ]] || ratio=-
+  ok=matches
+  [[ ${SUM[$c]} == "$REFERENCE" ]] || { ok="DIFFERS: ${SUM[$c]}"; BAD=1; }
+  echo "| $c | ${MEDIAN[$c]} | $ratio | ${MAJOR[$c]:-} | ${READ[$c]:-} | ${WRITTEN[$c]:-} | $ok |"
 done
 echo "logs: $RESULTS"
+exit $((BAD ? 3 : 0))

@@ -26,9 +26,9 @@
 #   --patterns "..."   default "seq window random hotset"           env BENCH_PATTERNS
 #   --ops "..."        default "read rmw"                           env BENCH_OPS
 #   --configs "..."    any of "device ram extmem kernel" (default all) env BENCH_CONFIGS
-#   --pagerank "ARGS"  extmem-pagerank arguments; "" skips PageRank   env BENCH_PAGERANK
-#                      (default "--vertices 2000000 --avg-degree 16 --iterations 10 --seed 1";
-#                      --quick: 200000 vertices, 5 iterations)
+#   --pagerank "ARGS"  bench/pagerank.sh options for the PageRank stage, which runs that
+#                      script last; "" skips it (default: its defaults; --quick:
+#                      "--vertices 100000 --avg-degree 64 --iterations 4")  env BENCH_PAGERANK
 #   --pagerank-policies "..."  extmem policies for PageRank (default "clock frontier")
 #   --dir DIR          directory for both swap files and the fio file; a new directory
 #                      under /var/tmp by default                    env BENCH_DIR
@@ -103,10 +103,17 @@ while (($#)); do
 done
 if ((QUICK)); then
   LIMIT=${LIMIT:-128M}; SECS=${SECS:-3}
-  [[ $PAGERANK_ARGS != unset ]] || PAGERANK_ARGS="--vertices 200000 --avg-degree 16 --iterations 5 --seed 1"
 else
   LIMIT=${LIMIT:-1G}; SECS=${SECS:-20}
-  [[ $PAGERANK_ARGS != unset ]] || PAGERANK_ARGS="--vertices 2000000 --avg-degree 16 --iterations 10 --seed 1"
+fi
+
+# "" skips PageRank; unset takes bench/pagerank.sh's defaults (a smaller graph if --quick).
+PAGERANK_ON=1
+if [[ $PAGERANK_ARGS == unset ]]; then
+  PAGERANK_ARGS=
+  ((QUICK == 0)) || PAGERANK_ARGS="--vertices 100000 --avg-degree 64 --iterations 4"
+elif [[ -z $PAGERANK_ARGS ]]; then
+  PAGERANK_ON=0
 fi
 
 to_bytes() {  # 512M -> 536870912
@@ -442,62 +449,6 @@ measure_all() {  # config: every pattern x op beyond the limit, then the within-
   [[ $1 == kernel ]] || measure "$1" "$FIT_PATTERN" "$FIT_OP" "$FIT_B" "fit/$FIT_OP"
 }
 
-# ---- PageRank ---------------------------------------------------------------------
-# extmem-pagerank's peak RSS in RAM gives the graph's memory; extmem and kernel swap get
-# half of it as their limit. Each run's median iteration time is reported.
-declare -A PR_MEDIAN PR_STATUS PR_SUM
-PR_LIMIT_B=
-PR_TIMEOUT=$((QUICK ? 300 : 1200))
-pagerank_on() { [[ -n $PAGERANK && -n $PAGERANK_ARGS ]]; }
-
-pagerank_result() {  # name log rc
-  local med
-  med=$(sed -n 's/^iteration [0-9]*: *\([0-9.eE+-]*\) *s.*/\1/p' "$2" | sort -g |
-    awk '{ v[NR] = $1 } END { if (NR) printf "%.3f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
-  PR_SUM[$1]=$(grep -ioE 'checksum[=: ]+[^ ]+' "$2" | head -1 | sed -E 's/^checksum[=: ]+//I' || true)
-  PR_MEDIAN[$1]=$med
-  if (($3 != 0)) || [[ -z $med ]]; then PR_STATUS[$1]="FAILED(exit $3)"; else PR_STATUS[$1]=ok; fi
-  log "  pagerank $1: median iteration ${med:-?} s, checksum ${PR_SUM[$1]:-?} (${PR_STATUS[$1]})"
-}
-
-pagerank_ram() {
-  local out=$RESULTS/pagerank-ram.log hwm=0 h start=$SECONDS rc=0
-  log "pagerank in RAM: extmem-pagerank $PAGERANK_ARGS"
-  # shellcheck disable=SC2086
-  setsid "$PAGERANK" $PAGERANK_ARGS > "$out" 2>&1 &
-  BENCH_PID=$!
-  while kill -0 "$BENCH_PID" 2>/dev/null; do
-    h=$(awk '/^VmHWM:/ { print $2 }' "/proc/$BENCH_PID/status" 2>/dev/null || true)
-    ((${h:-0} > hwm)) && hwm=$h
-    if ((SECONDS - start > PR_TIMEOUT)); then kill -KILL -- "-$BENCH_PID" 2>/dev/null || true; fi
-    sleep 0.1
-  done
-  wait "$BENCH_PID" 2>/dev/null || rc=$?
-  BENCH_PID=
-  pagerank_result ram "$out" "$rc"
-  PR_LIMIT_B=$((hwm * 1024 / 2 / 4096 * 4096))
-  log "  pagerank peak RSS $((hwm / 1024)) MiB: limit for extmem and kernel swap $((PR_LIMIT_B >> 20)) MiB"
-}
-
-pagerank_extmem() {  # policy
-  local out=$RESULTS/pagerank-extmem-$1.log
-  # shellcheck disable=SC2086
-  run_one "$out" timeout -k 10 "$PR_TIMEOUT" env LD_PRELOAD="$SHIM" \
-    EXTMEM_SOCKET="$WORKDIR/sock" EXTMEM_DRAM="$PR_LIMIT_B" EXTMEM_POLICY="$1" \
-    EXTMEM_REQUIRED=1 "$PAGERANK" $PAGERANK_ARGS
-  pagerank_result "extmem-$1" "$out" "$RUN_RC"
-}
-
-pagerank_kernel() {
-  local out=$RESULTS/pagerank-kernel.log
-  echo "$PR_LIMIT_B" > "$CG/memory.limit_in_bytes"
-  # shellcheck disable=SC2086,SC2016
-  run_one "$out" sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$CG" \
-    timeout -k 10 "$PR_TIMEOUT" "$PAGERANK" $PAGERANK_ARGS
-  echo "$LIMIT_B" > "$CG/memory.limit_in_bytes"
-  pagerank_result kernel "$out" "$RUN_RC"
-}
-
 # ---- (d) device ceiling -----------------------------------------------------------
 FIO_RANDREAD='' FIO_RANDWRITE='' FIO_SEQREAD='' FIO_SEQRW=''
 if want device && command -v fio >/dev/null; then
@@ -525,7 +476,6 @@ fi
 if want ram; then
   log "in-RAM: no limit, no shim"
   measure_all ram
-  if pagerank_on; then pagerank_ram; fi
 fi
 
 # ---- (a) extmem -------------------------------------------------------------------
@@ -561,9 +511,6 @@ if want extmem; then
   sleep 0.5
   DAEMON_IDLE_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status")
   measure_all extmem
-  if pagerank_on && [[ -n $PR_LIMIT_B ]]; then
-    for p in $PAGERANK_POLICIES; do ensure_daemon; pagerank_extmem "$p"; done
-  fi
   stop_daemon
   rm -f "$WORKDIR/extmem.swap"
 fi
@@ -588,10 +535,34 @@ if want kernel; then
   KSWAP_ON=1
   swapon "$WORKDIR/kernel.swap"
   measure_all kernel
-  if pagerank_on && [[ -n $PR_LIMIT_B ]]; then pagerank_kernel; fi
   kswap_off
   rm -f "$WORKDIR/kernel.swap"
   rmdir "$CG" && CG=
+fi
+
+# ---- PageRank: bench/pagerank.sh on the same binaries, once the other runs are done --
+PR_FAILED=0
+if ((!PAGERANK_ON)); then
+  PR_TABLE="pagerank: skipped (--pagerank \"\")"
+elif [[ -z $PAGERANK ]]; then
+  PR_TABLE="pagerank: not built"
+else
+  pr_configs=ram
+  for c in extmem kernel; do if want "$c"; then pr_configs+=" $c"; fi; done
+  log "pagerank: bench/pagerank.sh --threads $THREADS $PAGERANK_ARGS (configs: $pr_configs)"
+  pr_rc=0
+  # shellcheck disable=SC2086
+  "$REPO/bench/pagerank.sh" --bin-dir "$WORKDIR/bin" --dir "$WORKDIR/pagerank" \
+    --threads "$THREADS" --policies "$PAGERANK_POLICIES" --configs "$pr_configs" $PAGERANK_ARGS \
+    > "$RESULTS/pagerank.md" 2> "$RESULTS/pagerank.log" || pr_rc=$?
+  # 3: some run failed or read wrong data; the table says which.
+  if ((pr_rc == 0 || pr_rc == 3)); then
+    PR_TABLE=$(sed -n '/^PageRank /,/^logs: /p' "$RESULTS/pagerank.md" | sed '$d')
+  else
+    PR_TABLE="pagerank: FAILED (exit $pr_rc; see $RESULTS/pagerank.log)"
+  fi
+  ((pr_rc == 0)) || PR_FAILED=1
+  log "$PR_TABLE"
 fi
 
 # ---- tables -----------------------------------------------------------------------
@@ -710,26 +681,6 @@ if [[ -n $FIO_RANDREAD$FIO_SEQREAD ]]; then
   DEVICE_LINE="fio on the same filesystem (O_DIRECT, io_uring, ${FIO_RT:-?} s each): 4 KiB random read QD$THREADS **${FIO_RANDREAD:-n/a} IOPS**, 4 KiB random write QD$THREADS ${FIO_RANDWRITE:-n/a} IOPS, 1 MiB sequential read QD8 **${FIO_SEQREAD:-n/a} MiB/s**, 1 MiB sequential read+write (50/50) QD8 **${FIO_SEQRW:-n/a} MiB/s**."
 else
   DEVICE_LINE="not measured in this run."
-fi
-if ! pagerank_on; then
-  if [[ -z $PAGERANK_ARGS ]]; then PR_TABLE="pagerank: skipped (--pagerank \"\")"; else PR_TABLE="pagerank: not built"; fi
-else
-  PR_TABLE=$(
-    echo "PageRank \`extmem-pagerank $PAGERANK_ARGS\`, limit $((${PR_LIMIT_B:-0} >> 20)) MiB (half its peak RSS in RAM):"
-    echo
-    echo "| config | median iteration s | vs kernel swap | checksum |"
-    echo "|---|---:|---:|---|"
-    for c in ram $(for p in $PAGERANK_POLICIES; do echo "extmem-$p"; done) kernel; do
-      [[ -n ${PR_STATUS[$c]:-} ]] || continue
-      if [[ ${PR_STATUS[$c]} == ok ]]; then
-        sp=$(div "${PR_MEDIAN[kernel]:-}" "${PR_MEDIAN[$c]}")
-        [[ ${PR_STATUS[kernel]:-} == ok ]] || sp=
-        echo "| $c | ${PR_MEDIAN[$c]} | ${sp:+${sp}x} | ${PR_SUM[$c]:-?}$([[ -n ${PR_SUM[ram]:-} && ${PR_SUM[$c]:-} != "${PR_SUM[ram]}" ]] && echo " (differs from in-RAM)") |"
-      else
-        echo "| $c | ${PR_STATUS[$c]} | | |"
-      fi
-    done
-  )
 fi
 DETAILS=$(
   echo "| config | pattern | op | size | attempt | status | pages/s | populate pages/s | verify | run s | major faults | evictions | fault p50 ≤ µs | fault p99 ≤ µs | errors | swap read MiB/s | swap written MiB/s | managed bytes | metadata bytes | daemon RSS KiB |"
@@ -869,6 +820,6 @@ fi
 
 failed=0
 for k in "${!STATUS[@]}"; do [[ ${STATUS[$k]} == ok ]] || failed=1; done
-for k in "${!PR_STATUS[@]}"; do [[ ${PR_STATUS[$k]} == ok ]] || failed=1; done
+((PR_FAILED == 0)) || failed=1
 if ((failed)); then log "some runs failed: see the table"; exit 3; fi
 exit 0

@@ -10,6 +10,11 @@ constexpr uint8_t kResident = 1;
 constexpr uint8_t kStale = 2;  // the page went; its entry is dropped when met
 // Stale entries tolerated beyond half the stream pages before compacting.
 constexpr uint64_t kMinStale = 4096;
+// Flags of a ghost (0: not one).
+constexpr uint8_t kGhostNamed = 1;    // ghost_ring_ names the page
+constexpr uint8_t kGhostEvicted = 2;  // evicted as a stream page and not back since
+constexpr uint64_t kMinGhosts = 4096;
+constexpr uint8_t kDemoted = 0xFF;  // a refault count: the chunk is demoted
 
 bool continues(const FrontierPolicy::Stream& s, uint64_t page) {
   return s.last_use != 0 && page > s.head && page - s.head <= FrontierPolicy::kGap;
@@ -26,6 +31,7 @@ size_t region_slot(uint64_t page) {
 
 bool FrontierPolicy::observe(uint64_t page) {
   ++observations_;
+  settle_refaults(page);
   Stream* confirmed = nullptr;
   for (Stream& s : streams_) {
     if (continues(s, page)) confirmed = &s;
@@ -38,6 +44,11 @@ bool FrontierPolicy::observe(uint64_t page) {
       advances_since_behind_ = 0;
       guard_ = std::max(guard_ / 2, kMinGuard);
     }
+    if (++advances_since_decay_ >= kShrinkPeriod) {
+      advances_since_decay_ = 0;
+      decay_refaults();
+    }
+    last_run_ = confirmed->run;
     return true;
   }
   // A candidate advances only to the very next page, as the mechanism reports a read's
@@ -52,6 +63,7 @@ bool FrontierPolicy::observe(uint64_t page) {
     break;
   }
   if (candidate.run == 1) note_behind(page);
+  last_run_ = candidate.run;
   if (candidate.run < kConfirm) {
     candidates_[region_slot(page)] = candidate;
     return false;
@@ -89,6 +101,17 @@ size_t FrontierPolicy::live_streams() const {
 
 void FrontierPolicy::on_resident(uint64_t page) {
   const bool on_stream = observe(page);
+  if (const auto g = ghosts_.find(page)) {
+    if ((ghosts_.get(*g) & kGhostEvicted) != 0) {
+      ghosts_.set(*g, kGhostNamed);
+      // Only a page that continues nothing, and is not continued soon, is random.
+      if (last_run_ == 1) {
+        Refault& slot = pending_[observations_ % kPending];
+        if (slot.page != kNoPage) note_random_refault(slot.page);
+        slot = {page, observations_};
+      }
+    }
+  }
   if (clock_.hinted_hot(page)) {  // kept by the CLOCK, never a stream victim
     clock_.on_resident(page);
     return;
@@ -96,14 +119,14 @@ void FrontierPolicy::on_resident(uint64_t page) {
   if (const auto h = flags_.find(page)) {
     const uint8_t flags = flags_.get(*h);
     if (flags == kResident) return;
-    if (flags == kStale) {
+    if (flags == kStale && !demoted(page)) {
       // Gone and back before its entry was dropped: the entry serves again.
       flags_.set(*h, kResident);
       ++stream_pages_;
       return;
     }
   }
-  if (!on_stream) {
+  if (!on_stream || demoted(page)) {
     clock_.on_resident(page);
     return;
   }
@@ -156,6 +179,8 @@ void FrontierPolicy::on_hint(uint64_t first_page, uint64_t pages, PageHint hint)
 }
 
 void FrontierPolicy::on_gone(uint64_t page) {
+  // Freed memory may be put to another use: its chunk is judged afresh.
+  if (!refaults_.empty()) refaults_.erase(page >> PageFlags::kChunkShift);
   const auto h = flags_.find(page);
   if (!h || flags_.get(*h) != kResident) {
     clock_.on_gone(page);
@@ -189,6 +214,7 @@ bool FrontierPolicy::pop_resident(PageRing& ring, bool newest, Scan* out) {
     if (resident) {
       out->victims.push_back(page);
       --stream_pages_;
+      remember_evicted(page);
       return true;
     }
   }
@@ -234,6 +260,77 @@ uint64_t FrontierPolicy::readahead_hint(uint64_t page) const {
   return 0;
 }
 
+void FrontierPolicy::remember_evicted(uint64_t page) {
+  const PageFlags::Handle h = ghosts_.add(page);
+  const bool named = (ghosts_.get(h) & kGhostNamed) != 0;
+  ghosts_.set(h, kGhostNamed | kGhostEvicted);
+  if (named) return;
+  ghost_ring_.push_back(h);
+  // As many ghosts as resident pages: evictions older than that say nothing about the
+  // pages competing for memory now.
+  const uint64_t cap = std::max(resident_pages(), kMinGhosts);
+  while (ghost_ring_.size() > cap) {
+    ghosts_.set(ghost_ring_.front(), 0);
+    ghost_ring_.pop_front();
+  }
+}
+
+void FrontierPolicy::settle_refaults(uint64_t page) {
+  for (Refault& r : pending_) {
+    if (r.page == kNoPage) continue;
+    if (page > r.page && page - r.page <= kGap) {
+      r.page = kNoPage;  // continued: a scan (or a thread of one) resuming over evicted pages
+    } else if (observations_ - r.at > kPending) {
+      note_random_refault(r.page);
+      r.page = kNoPage;
+    }
+  }
+}
+
+void FrontierPolicy::note_random_refault(uint64_t page) {
+  const uint64_t chunk = page >> PageFlags::kChunkShift;
+  uint8_t& count = refaults_[chunk];
+  if (count == kDemoted || ++count < kDemoteRefaults) return;
+  count = kDemoted;
+  demote_chunk(chunk);
+  // Bounded by the resident pages: counts go first, then (demoted address space far
+  // beyond the memory) everything.
+  const uint64_t cap = std::max<uint64_t>(resident_pages() / 64, 64);
+  if (refaults_.size() > cap)
+    std::erase_if(refaults_, [](const auto& e) { return e.second != kDemoted; });
+  if (refaults_.size() > cap) refaults_.clear();
+}
+
+bool FrontierPolicy::demoted(uint64_t page) const {
+  if (refaults_.empty()) return false;
+  const auto it = refaults_.find(page >> PageFlags::kChunkShift);
+  return it != refaults_.end() && it->second == kDemoted;
+}
+
+void FrontierPolicy::demote_chunk(uint64_t chunk) {
+  const uint64_t first = chunk << PageFlags::kChunkShift;
+  for (uint64_t page = first; page < first + PageFlags::kChunkPages; ++page) {
+    const auto h = flags_.find(page);
+    if (!h) return;  // no stream page in this chunk
+    if (flags_.get(*h) != kResident) continue;
+    flags_.set(*h, kStale);
+    --stream_pages_;
+    clock_.on_resident(page);
+  }
+  const uint64_t stale = guarded_.size() + passed_.size() - stream_pages_;
+  if (stale > stream_pages_ / 2 + kMinStale) compact();
+}
+
+void FrontierPolicy::decay_refaults() {
+  for (auto it = refaults_.begin(); it != refaults_.end();) {
+    if (it->second != kDemoted && (it->second /= 2) == 0) {
+      it = refaults_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 void FrontierPolicy::compact() {
   std::erase_if(guarded_, [this](PageFlags::Handle h) {
     if (flags_.get(h) != kStale) return false;
@@ -249,8 +346,12 @@ void FrontierPolicy::compact() {
 }
 
 uint64_t FrontierPolicy::memory_bytes() const {
+  // A hash node holds a next pointer, the key and the count.
+  const uint64_t refaults = refaults_.size() * allocated(2 * sizeof(void*) + sizeof(uint64_t)) +
+                            refaults_.bucket_count() * sizeof(void*);
   return sizeof(*this) - sizeof(clock_) + clock_.memory_bytes() + flags_.memory_bytes() +
-         ring_bytes(guarded_) + ring_bytes(passed_);
+         ring_bytes(guarded_) + ring_bytes(passed_) + ghosts_.memory_bytes() +
+         ring_bytes(ghost_ring_) + refaults;
 }
 
 }  // namespace extmem::daemon

@@ -30,15 +30,24 @@
 // pages are never the first victims). On a major fault continuing a confirmed stream the
 // policy asks the mechanism for its largest read-ahead (readahead_hint).
 //
-// Known limitation (measured, docs/POLICIES.md): an array written by a scan and then read
-// at random (PageRank's contributions) loses its freshest pages first; under tight limits
-// CLOCK does better there.
+// Random reuse. Evicting a scan's freshest pages is wrong for an array a scan writes and
+// the application then reads at random (PageRank's contributions): the random reads
+// fault on exactly those pages. So the policy remembers the last `resident` stream pages
+// it evicted (ghosts); a ghost made resident again off any stream, and not continued
+// within a few faults (as a scan resuming over evicted pages is), is a random refault,
+// counted per 512-page chunk. At kDemoteRefaults (counts halve every kShrinkPeriod
+// stream advances, so a scan resuming in a chunk now and then does not add up) the
+// chunk is demoted: its stream pages go to the CLOCK now and whenever they come back,
+// until the application frees a page of it. Streams still pass through demoted chunks
+// (and get read-ahead there).
 //
 // Memory: the embedded CLOCK's, plus 4 bits per page of the 512-page chunks holding
-// stream pages and 4 bytes per stream page of guard and stack.
+// stream pages or ghosts, 4 bytes per stream page of guard and stack and per ghost (at
+// most as many as resident pages), and a small map of chunks with random refaults.
 #pragma once
 
 #include <array>
+#include <unordered_map>
 #include <vector>
 
 #include "policy/clock_policy.hpp"
@@ -59,6 +68,8 @@ class FrontierPolicy final : public Policy {
   static constexpr uint64_t kMaxGuard = 16384;
   static constexpr uint64_t kShrinkPeriod = uint64_t{1} << 16;
   static constexpr uint64_t kHintPages = 256;
+  // Random refaults of ghosts that demote their chunk to the CLOCK.
+  static constexpr uint8_t kDemoteRefaults = 4;
 
   std::string_view name() const override { return "frontier"; }
   void on_resident(uint64_t page) override;
@@ -75,6 +86,8 @@ class FrontierPolicy final : public Policy {
   // For tests and stats: the guard per stream, and the confirmed streams live now.
   uint64_t guard() const { return guard_; }
   size_t live_streams() const;
+  // Whether the chunk of `page` was demoted for random reuse.
+  bool demoted(uint64_t page) const;
 
   struct Stream {
     uint64_t head = 0;
@@ -94,6 +107,14 @@ class FrontierPolicy final : public Policy {
   // the way; false when it has none.
   bool pop_resident(PageRing& ring, bool newest, Scan* out);
   void compact();
+  // Evicts a stream page: forgets it but keeps it as a ghost.
+  void remember_evicted(uint64_t page);
+  // Settles the pending refaults against the page observed now.
+  void settle_refaults(uint64_t page);
+  // A ghost came back off any stream: counts towards demoting its chunk.
+  void note_random_refault(uint64_t page);
+  void demote_chunk(uint64_t chunk);
+  void decay_refaults();
 
   ClockPolicy clock_;
   PageFlags flags_;  // stream pages only
@@ -105,6 +126,21 @@ class FrontierPolicy final : public Policy {
   uint64_t observations_ = 0;
   uint64_t guard_ = kMinGuard;
   uint64_t advances_since_behind_ = 0;
+  uint64_t advances_since_decay_ = 0;
+  uint32_t last_run_ = 0;  // the stream run of the page observed last
+  // Ghosts made resident off any stream lately: random refaults unless a page continues
+  // them within kPending observations (threads of a scan interleave).
+  static constexpr uint64_t kNoPage = UINT64_MAX;
+  static constexpr size_t kPending = 8;
+  struct Refault {
+    uint64_t page = kNoPage;
+    uint64_t at = 0;  // observation count
+  };
+  std::array<Refault, kPending> pending_{};
+  PageFlags ghosts_;     // kGhostNamed | kGhostEvicted, see the .cpp
+  PageRing ghost_ring_;  // oldest ghost first
+  // Random refaults per chunk (page >> PageFlags::kChunkShift); kDemoted once demoted.
+  std::unordered_map<uint64_t, uint8_t> refaults_;
 };
 
 }  // namespace extmem::daemon

@@ -196,6 +196,20 @@ TEST(TraceSimTest, FrontierMissesFarLessThanClockAndFifoOnPageRank) {
   EXPECT_LT(static_cast<double>(frontier.misses), 0.75 * static_cast<double>(fifo.misses));
 }
 
+// Under tighter limits the contributions no longer fit beside the scans' frontier: the
+// pages PageRank writes by a scan and reads at random must not be evicted first (frontier
+// learns that from their random refaults), so frontier must not lose to CLOCK.
+TEST(TraceSimTest, FrontierDoesNotLoseToClockOnPageRankUnderTightLimits) {
+  const std::vector<FaultRecord> trace = load_trace("pagerank.trace");
+  for (uint64_t divisor : {4u, 8u}) {
+    SCOPED_TRACE(divisor);
+    const uint64_t limit = distinct_pages(trace) / divisor;
+    const SimStats frontier = simulate("frontier", trace, limit);
+    const SimStats clock = simulate("clock", trace, limit);
+    EXPECT_LE(frontier.misses, clock.misses);
+  }
+}
+
 // A sequential scan repeated over more than the limit, the classic LRU worst case: frontier
 // keeps part of it resident and reads clearly fewer pages from swap. (It takes more,
 // shorter reads: the pages it keeps split the evicted ones into runs.)
