@@ -27,7 +27,8 @@ namespace extmem::daemon {
 // on the other laps an accessed page is requeued as it is. A page found accessed on a due
 // lap gains heat, up to max_heat; a page found reset on any lap (not used in the lap after
 // its reset) is demoted with heat 0, as in plain CLOCK. So a page that goes cold is reset
-// within 2^max_heat laps and demoted on the lap after.
+// within about 2^max_heat laps (laps are counted in ring sizes) and demoted on the
+// lap after.
 //
 // In a scan each hand visits each entry its ring held when the scan began at most once, so
 // a page is never judged again before its reset could show an access. Once the inactive
