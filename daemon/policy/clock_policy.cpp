@@ -1,13 +1,10 @@
 #include "policy/clock_policy.hpp"
 
+#include <algorithm>
+
 namespace extmem::daemon {
 namespace {
 
-// Flags: bit 0, a ring holds an entry for the page; bit 1, that ring is the active one;
-// bits 2-3, the page's state.
-constexpr uint8_t kQueued = 1;
-constexpr uint8_t kActive = 2;
-constexpr unsigned kStateShift = 2;
 enum State : uint8_t {
   kGone = 0,  // not resident: the entry is stale
   kNew = 1,
@@ -15,31 +12,52 @@ enum State : uint8_t {
   kAccessed = 3,
 };
 
+// A page's 4 flag bits: 0, no ring entry; 1 + state, an entry in the inactive ring; 5, a
+// stale entry in the active ring; 6 + 2 * heat + (state == kAccessed), a live entry in the
+// active ring. An active page is never new: one back on its stale active entry counts as
+// accessed.
+struct Entry {
+  bool active = false;
+  State state = kGone;
+  unsigned heat = 0;  // active entries only
+};
+constexpr uint8_t kActiveGone = 5;
+constexpr uint8_t kActiveLive = 6;
+static_assert(kActiveLive + 2 * ClockPolicy::kMaxHeat + 1 <= 0xF, "flags are 4 bits");
+
+Entry decode(uint8_t flags) {
+  if (flags < kActiveGone) return {false, static_cast<State>(flags - 1), 0};
+  if (flags == kActiveGone) return {true, kGone, 0};
+  const unsigned code = flags - kActiveLive;
+  return {true, (code & 1) ? kAccessed : kReset, code >> 1};
+}
+
+uint8_t encode(const Entry& e) {
+  if (!e.active) return static_cast<uint8_t>(1 + e.state);
+  if (e.state == kGone) return kActiveGone;
+  return static_cast<uint8_t>(kActiveLive + 2 * e.heat + (e.state != kReset));
+}
+
 constexpr size_t kResetsPerVictim = 4;
 // Stale entries tolerated beyond half the resident pages before compacting.
 constexpr uint64_t kMinStale = 4096;
 
-State state_of(uint8_t flags) {
-  return static_cast<State>(flags >> kStateShift);
-}
-uint8_t with_state(uint8_t flags, State state) {
-  return static_cast<uint8_t>((flags & (kQueued | kActive)) | (state << kStateShift));
-}
-
 }  // namespace
+
+ClockPolicy::ClockPolicy(unsigned max_heat) : max_heat_(std::min(max_heat, kMaxHeat)) {}
 
 void ClockPolicy::on_resident(uint64_t page) {
   const PageFlags::Handle h = flags_.add(page);
-  const uint8_t flags = flags_.get(h);
-  if (flags & kQueued) {
-    if (state_of(flags) != kGone) return;
+  if (const uint8_t flags = flags_.get(h); flags != 0) {
+    const Entry e = decode(flags);
+    if (e.state != kGone) return;
     // Freed and back before a hand dropped its entry: the entry serves again.
-    flags_.set(h, with_state(flags, kNew));
-    ++((flags & kActive) ? active_pages_ : inactive_pages_);
+    flags_.set(h, encode({e.active, e.active ? kAccessed : kNew, 0}));
+    ++(e.active ? active_pages_ : inactive_pages_);
     return;
   }
   inactive_.push_back(h);
-  flags_.set(h, with_state(kQueued, kNew));
+  flags_.set(h, encode({false, kNew, 0}));
   ++inactive_pages_;
 }
 
@@ -47,16 +65,22 @@ void ClockPolicy::on_access(uint64_t page) {
   const auto h = flags_.find(page);
   if (!h) return;
   const uint8_t flags = flags_.get(*h);
-  if ((flags & kQueued) && state_of(flags) != kGone) flags_.set(*h, with_state(flags, kAccessed));
+  if (flags == 0) return;
+  Entry e = decode(flags);
+  if (e.state == kGone) return;
+  e.state = kAccessed;
+  flags_.set(*h, encode(e));
 }
 
 void ClockPolicy::on_gone(uint64_t page) {
   const auto h = flags_.find(page);
   if (!h) return;
   const uint8_t flags = flags_.get(*h);
-  if (!(flags & kQueued) || state_of(flags) == kGone) return;
-  flags_.set(*h, with_state(flags, kGone));
-  --((flags & kActive) ? active_pages_ : inactive_pages_);
+  if (flags == 0) return;
+  const Entry e = decode(flags);
+  if (e.state == kGone) return;
+  flags_.set(*h, encode({e.active, kGone, 0}));
+  --(e.active ? active_pages_ : inactive_pages_);
   compact_if_stale();
 }
 
@@ -77,7 +101,7 @@ void ClockPolicy::on_hint(uint64_t first_page, uint64_t pages, PageHint hint) {
       continue;
     }
     const uint8_t flags = flags_.get(*h);
-    if ((flags & kQueued) && state_of(flags) != kGone) hints_.cold.push_back(page);
+    if (flags != 0 && decode(flags).state != kGone) hints_.cold.push_back(page);
   }
 }
 
@@ -88,11 +112,13 @@ void ClockPolicy::take_cold(size_t want, Scan* out) {
     const auto h = flags_.find(page);
     if (!h) continue;
     const uint8_t flags = flags_.get(*h);
-    if (!(flags & kQueued) || state_of(flags) == kGone || hot(*h)) continue;
+    if (flags == 0) continue;
+    const Entry e = decode(flags);
+    if (e.state == kGone || hot(*h)) continue;
     // Its ring entry goes stale, as a gone page's does.
     out->victims.push_back(page);
-    flags_.set(*h, with_state(flags, kGone));
-    --((flags & kActive) ? active_pages_ : inactive_pages_);
+    flags_.set(*h, encode({e.active, kGone, 0}));
+    --(e.active ? active_pages_ : inactive_pages_);
   }
   compact_if_stale();
 }
@@ -103,14 +129,17 @@ void ClockPolicy::scan(size_t want, Scan* out) {
   if (want == 0 || resident_pages() == 0) return;
   take_cold(want, out);
   const size_t max_resets = kResetsPerVictim * want;
+  // Hot pages the active hand passes without a reset, bounded as the resets are so that
+  // a scan stays O(want).
+  size_t passed = 0;
   uint64_t active_lap = active_.size();
   uint64_t inactive_lap = inactive_.size();
-  while (out->victims.size() < want && out->reset.size() < max_resets) {
+  while (out->victims.size() < want && out->reset.size() < max_resets && passed < max_resets) {
     const bool age = active_lap > 0 && (inactive_lap == 0 || inactive_pages_ * 2 < active_pages_);
     if (!age && inactive_lap == 0) break;
     if (age) {
       --active_lap;
-      age_active(inactive_lap == 0, out);
+      if (age_active(inactive_lap == 0, out)) ++passed;
     }
     if (inactive_lap > 0) {
       --inactive_lap;
@@ -120,42 +149,57 @@ void ClockPolicy::scan(size_t want, Scan* out) {
   if (out->victims.empty()) force_victim(out);
 }
 
-void ClockPolicy::age_active(bool evict_cold, Scan* out) {
+bool ClockPolicy::due(uint64_t page, unsigned heat) const {
+  // Staggered by page number, so that the resets of pages of equal heat spread over laps.
+  return ((active_laps_ + page) & ((uint64_t{1} << heat) - 1)) == 0;
+}
+
+bool ClockPolicy::age_active(bool evict_cold, Scan* out) {
+  if (active_lap_left_ == 0) {
+    ++active_laps_;
+    active_lap_left_ = active_.size();
+  }
+  --active_lap_left_;
   const PageFlags::Handle h = active_.front();
   active_.pop_front();
-  const uint8_t flags = flags_.get(h);
-  switch (state_of(flags)) {
+  const Entry e = decode(flags_.get(h));
+  switch (e.state) {
     case kGone:
       flags_.set(h, 0);
-      break;
+      return false;
     case kReset:
       if (hot(h)) {
         active_.push_back(h);
-        break;
+        return false;
       }
       if (evict_cold) {
-        evict(h, flags, out);
-        break;
+        evict(h, true, out);
+        return false;
       }
-      flags_.set(h, static_cast<uint8_t>(flags & ~kActive));
+      flags_.set(h, encode({false, kReset, 0}));
       inactive_.push_back(h);
       --active_pages_;
       ++inactive_pages_;
-      break;
+      return false;
     case kNew:
     case kAccessed:
-      out->reset.push_back(flags_.page(h));
-      flags_.set(h, with_state(flags, kReset));
-      active_.push_back(h);
       break;
   }
+  const uint64_t page = flags_.page(h);
+  active_.push_back(h);
+  // Accessed since its reset on its last due lap (found unused on the lap after, it would
+  // have been demoted): requeued as it is until its next due lap, which gains it heat.
+  if (!due(page, e.heat)) return true;
+  out->reset.push_back(page);
+  flags_.set(h, encode({true, kReset, std::min(e.heat + 1, max_heat_)}));
+  return false;
 }
 
 void ClockPolicy::age_inactive(Scan* out) {
   const PageFlags::Handle h = inactive_.front();
   inactive_.pop_front();
-  const uint8_t flags = flags_.get(h);
-  switch (state_of(flags)) {
+  const Entry e = decode(flags_.get(h));
+  switch (e.state) {
     case kGone:
       flags_.set(h, 0);
       break;
@@ -164,16 +208,16 @@ void ClockPolicy::age_inactive(Scan* out) {
         inactive_.push_back(h);
         break;
       }
-      evict(h, flags, out);
+      evict(h, false, out);
       break;
     case kNew:
       out->reset.push_back(flags_.page(h));
-      flags_.set(h, with_state(flags, kReset));
+      flags_.set(h, encode({false, kReset, 0}));
       inactive_.push_back(h);
       break;
     case kAccessed:
       out->reset.push_back(flags_.page(h));
-      flags_.set(h, with_state(static_cast<uint8_t>(flags | kActive), kReset));
+      flags_.set(h, encode({true, kReset, 0}));
       active_.push_back(h);
       --inactive_pages_;
       ++active_pages_;
@@ -188,8 +232,8 @@ void ClockPolicy::force_victim(Scan* out) {
       for (size_t left = ring->size(); left > 0; --left) {
         const PageFlags::Handle h = ring->front();
         ring->pop_front();
-        const uint8_t flags = flags_.get(h);
-        if (state_of(flags) == kGone) {
+        const Entry e = decode(flags_.get(h));
+        if (e.state == kGone) {
           flags_.set(h, 0);
           continue;
         }
@@ -197,7 +241,7 @@ void ClockPolicy::force_victim(Scan* out) {
           ring->push_back(h);
           continue;
         }
-        evict(h, flags, out);
+        evict(h, e.active, out);
         // The hands may have asked to reset it a moment ago.
         std::erase(out->reset, out->victims.back());
         return;
@@ -206,16 +250,16 @@ void ClockPolicy::force_victim(Scan* out) {
   }
 }
 
-void ClockPolicy::evict(PageFlags::Handle h, uint8_t flags, Scan* out) {
+void ClockPolicy::evict(PageFlags::Handle h, bool active, Scan* out) {
   out->victims.push_back(flags_.page(h));
-  --((flags & kActive) ? active_pages_ : inactive_pages_);
+  --(active ? active_pages_ : inactive_pages_);
   flags_.set(h, 0);
 }
 
 void ClockPolicy::compact() {
   for (PageRing* ring : {&inactive_, &active_}) {
     std::erase_if(*ring, [this](PageFlags::Handle h) {
-      if (state_of(flags_.get(h)) != kGone) return false;
+      if (decode(flags_.get(h)).state != kGone) return false;
       flags_.set(h, 0);
       return true;
     });

@@ -20,13 +20,24 @@ namespace extmem::daemon {
 // step per inactive step: it demotes reset pages to the back of the inactive ring (where
 // an access still saves them) and resets and requeues the others.
 //
+// Heat: a reset costs the application a minor fault (a daemon round trip) on its next
+// access, so the active hand resets a page that keeps being used less and less often. An
+// active page has a heat of 0 to max_heat (kMaxHeat by default; 0 is plain CLOCK) and is
+// reset only on its due laps of the active hand, one in 2^heat (staggered by page number);
+// on the other laps an accessed page is requeued as it is. A page found accessed on a due
+// lap gains heat, up to max_heat; a page found reset on any lap (not used in the lap after
+// its reset) is demoted with heat 0, as in plain CLOCK. So a page that goes cold is reset
+// within about 2^max_heat laps (laps are counted in ring sizes) and demoted on the
+// lap after.
+//
 // In a scan each hand visits each entry its ring held when the scan began at most once, so
 // a page is never judged again before its reset could show an access. Once the inactive
 // hand has visited all its entries the active hand keeps going, evicting the pages it
 // would demote. If that finds no victim, because every page was accessed, the oldest page
 // of the inactive ring (else of the active ring) is evicted anyway, so reclaim always
-// progresses. A scan asks for at most 4 * want + 1 resets, so it costs O(want) steps of
-// O(1) each, plus the stale entries it drops.
+// progresses. A scan asks for at most 4 * want + 1 resets and passes at most 4 * want hot
+// pages without a reset, so it costs O(want) steps of O(1) each, plus the stale entries it
+// drops.
 //
 // on_gone only marks the page: hands drop the stale entry when they meet it. A page made
 // resident again before that reuses its entry, and the rings are compacted when stale
@@ -36,10 +47,14 @@ namespace extmem::daemon {
 // stale as for pages gone. Hot pages are passed over by both hands (requeued as they
 // are) and by the forced eviction, which takes a hot page only when nothing else is left.
 //
-// Memory: 4 bits per page of the 512-page chunks in use plus 4 to 6 bytes per resident
-// page of rings.
+// Memory: 4 bits per page of the 512-page chunks in use (ring, state and heat packed in
+// one of 16 codes) plus 4 to 6 bytes per resident page of rings.
 class ClockPolicy final : public Policy {
  public:
+  // The largest heat: a page used on every lap is reset once in 2^kMaxHeat laps.
+  static constexpr unsigned kMaxHeat = 4;
+  explicit ClockPolicy(unsigned max_heat = kMaxHeat);
+
   std::string_view name() const override { return "clock"; }
   void on_resident(uint64_t page) override;
   void on_access(uint64_t page) override;
@@ -54,22 +69,27 @@ class ClockPolicy final : public Policy {
 
  private:
   // One step of each hand. With `evict_cold` the active hand evicts the pages it would
-  // demote.
-  void age_active(bool evict_cold, Scan* out);
+  // demote. age_active returns whether it passed an accessed page without a reset.
+  bool age_active(bool evict_cold, Scan* out);
   void age_inactive(Scan* out);
   void force_victim(Scan* out);
-  void evict(PageFlags::Handle h, uint8_t flags, Scan* out);
+  void evict(PageFlags::Handle h, bool active, Scan* out);
+  // Whether the active hand resets an accessed page of this heat on the current lap.
+  bool due(uint64_t page, unsigned heat) const;
   void compact();
   void compact_if_stale();
   void take_cold(size_t want, Scan* out);
   bool hot(PageFlags::Handle h) const { return hints_.any_hot() && hints_.hot(flags_.page(h)); }
 
+  unsigned max_heat_;
   PageFlags flags_;
   PageHints hints_;
   PageRing inactive_;
   PageRing active_;
   uint64_t inactive_pages_ = 0;  // resident pages with an entry in inactive_
   uint64_t active_pages_ = 0;
+  uint64_t active_laps_ = 0;      // laps of the active hand, counted in ring sizes
+  uint64_t active_lap_left_ = 0;  // steps left in the current lap
 };
 
 }  // namespace extmem::daemon

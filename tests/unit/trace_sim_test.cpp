@@ -13,10 +13,12 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "client/fault_trace.hpp"
 #include "fault/readahead.hpp"
+#include "policy/clock_policy.hpp"
 #include "policy/frontier_policy.hpp"
 #include "policy/policy.hpp"
 
@@ -34,7 +36,10 @@ std::vector<FaultRecord> load_trace(const std::string& name) {
 }
 
 struct SimStats {
-  uint64_t misses = 0;      // references to evicted pages, which the application waits for
+  uint64_t misses = 0;  // references to evicted pages, which the application waits for
+  // References to resident pages whose access bit was reset: minor faults, each a daemon
+  // round trip in extmemd.
+  uint64_t minor = 0;
   uint64_t prefetched = 0;  // pages read ahead of a miss
   uint64_t evictions = 0;
   uint64_t distinct = 0;  // pages the trace names
@@ -46,8 +51,8 @@ struct SimStats {
 // the trace names for the first time is a first touch, not a miss.
 class Simulator {
  public:
-  Simulator(std::string_view policy, uint64_t limit)
-      : policy_(make_policy(policy)), limit_(limit), batch_(std::max<uint64_t>(limit / 64, 1)) {}
+  Simulator(std::unique_ptr<Policy> policy, uint64_t limit)
+      : policy_(std::move(policy)), limit_(limit), batch_(std::max<uint64_t>(limit / 64, 1)) {}
 
   void replay(const std::vector<FaultRecord>& trace) {
     for (const FaultRecord& r : trace) {
@@ -60,7 +65,10 @@ class Simulator {
  private:
   void reference(const FaultRecord& r) {
     if (auto it = resident_.find(r.page); it != resident_.end()) {
-      if (it->second) policy_->on_access(r.page);
+      if (it->second) {
+        ++stats_.minor;
+        policy_->on_access(r.page);
+      }
       it->second = false;
       return;
     }
@@ -126,13 +134,19 @@ uint64_t distinct_pages(const std::vector<FaultRecord>& trace) {
   return pages.size();
 }
 
-SimStats simulate(std::string_view policy, const std::vector<FaultRecord>& trace, uint64_t limit) {
-  Simulator sim(policy, limit);
+SimStats simulate(std::unique_ptr<Policy> policy, std::string_view label,
+                  const std::vector<FaultRecord>& trace, uint64_t limit) {
+  Simulator sim(std::move(policy), limit);
   sim.replay(trace);
   const SimStats& s = sim.stats();
-  std::cout << "  " << policy << " at " << limit << " pages: " << s.misses << " misses, "
-            << s.prefetched << " prefetched, " << s.evictions << " evictions\n";
+  std::cout << "  " << label << " at " << limit << " pages: " << s.misses << " misses, "
+            << s.prefetched << " prefetched, " << s.minor << " minor faults, " << s.evictions
+            << " evictions\n";
   return s;
+}
+
+SimStats simulate(std::string_view policy, const std::vector<FaultRecord>& trace, uint64_t limit) {
+  return simulate(make_policy(policy), policy, trace, limit);
 }
 
 const char* const kTraces[] = {"pagerank.trace", "seqscan.trace", "hotset.trace"};
@@ -230,6 +244,24 @@ TEST(TraceSimTest, FrontierIsNotMuchWorseThanClockOnAHotSet) {
     const SimStats frontier = simulate("frontier", trace, limit);
     const SimStats clock = simulate("clock", trace, limit);
     EXPECT_LE(static_cast<double>(frontier.misses), 1.1 * static_cast<double>(clock.misses) + 10);
+  }
+}
+
+// Random access to a hot set: clock's heat spares pages found in use lap after lap most of
+// their resets, so it takes fewer minor faults than plain CLOCK (heat 0) for the same
+// misses. Only fewer, not far fewer, on this trace: a recorded trace holds faults only, so
+// a hot page shows up once per reset of the recording run (its 10% most referenced pages
+// have 16% of the references) and looks lukewarm here. ClockHeatTest in policy_test.cpp
+// replays every access of a hot set, where heat takes 12x fewer minor faults.
+TEST(TraceSimTest, ClockHeatCutsMinorFaultsOnAHotSet) {
+  const std::vector<FaultRecord> trace = load_trace("hotset.trace");
+  for (uint64_t divisor : {4u, 2u}) {
+    const uint64_t limit = distinct_pages(trace) / divisor;
+    const SimStats plain =
+        simulate(std::make_unique<ClockPolicy>(0), "clock (heat 0)", trace, limit);
+    const SimStats clock = simulate("clock", trace, limit);
+    EXPECT_LT(static_cast<double>(clock.minor), 0.95 * static_cast<double>(plain.minor));
+    EXPECT_LE(static_cast<double>(clock.misses), 1.05 * static_cast<double>(plain.misses) + 10);
   }
 }
 
