@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "extmem/units.hpp"
 #include "fault/swap_in_queue.hpp"
 #include "reclaim/reclaimer.hpp"
 #include "swap/swap_device.hpp"
@@ -121,19 +122,6 @@ void fill_first_touch(std::unique_lock<std::mutex>& lock, Client& client, uintpt
   client.counters().first_touch_faults++;
   client.counters().zero_filled_pages += filled;
   wake(client, addr, kPageSize);
-}
-
-// Reads the swap copy of `page` into a 4096-aligned buffer.
-bool read_slot(Client& client, uint64_t page, SwapDevice& swap, unsigned char* buffer) {
-  kernel::IoRequest read{swap.fd(), buffer, kPageSize,
-                         SwapSpace::slot_offset(client.pages.cluster(page), page), false};
-  auto ran = swap.run({&read, 1});
-  if (ran && read.result == static_cast<int32_t>(kPageSize)) return true;
-  spdlog::error("client {}: reading page {} from swap failed: {}", client.identity().pid, page,
-                ran ? strerror(-read.result) : ran.error().message());
-  client.counters().io_errors++;
-  swap.note_io_error();
-  return false;
 }
 
 // A major fault waiting for its page to be read from swap.
@@ -659,26 +647,68 @@ void retry_stalled_reads(Client& client) {
 bool restore_all(Client& client, SwapDevice* swap) {
   std::lock_guard lock(client.mu);
   if (swap == nullptr) return client.pages.swapped_pages() == 0;
-  std::vector<std::pair<uint64_t, PageState>> pages;
+  // Runs of pages in one state, one chunk (so neighbouring slots) and mapped at
+  // neighbouring addresses: one read and one UFFDIO_COPY, or one un-protect, per run.
+  struct Run {
+    uint64_t first;
+    uint64_t pages;
+    uintptr_t addr;
+    PageState state;
+  };
+  std::vector<Run> runs;
   client.pages.for_each_nonempty(0, client.pages.pages(), [&](uint64_t page, PageState state) {
-    if (state == PageState::kEvicted || state == PageState::kResidentClean) {
-      pages.emplace_back(page, state);
-    }
-  });
-  alignas(4096) static unsigned char buffer[kPageSize];
-  for (auto [page, state] : pages) {
+    if (state != PageState::kEvicted && state != PageState::kResidentClean) return;
     const uintptr_t addr = client.address_map.address_of(page * kPageSize);
-    if (addr == 0) return false;
-    if (state == PageState::kEvicted) {
-      if (!read_slot(client, page, *swap, buffer)) return false;
-      auto copied = client.uffd().copy(addr, buffer, kPageSize, 0);
-      if (copied && *copied == kernel::Outcome::kTargetGone) return true;
-      if (!copied || *copied != kernel::Outcome::kDone) return false;
-    } else if (!client.uffd().write_protect(addr, kPageSize, false, false)) {
+    if (!runs.empty()) {
+      Run& last = runs.back();
+      if (last.state == state && last.first + last.pages == page &&
+          page / PageTable::kChunkPages == last.first / PageTable::kChunkPages && addr != 0 &&
+          last.addr + last.pages * kPageSize == addr) {
+        ++last.pages;
+        return;
+      }
+    }
+    runs.push_back({page, 1, addr, state});
+  });
+  const auto started = Clock::now();
+  uint64_t read_pages = 0;
+  std::unique_ptr<unsigned char, decltype(&free)> buffer(
+      static_cast<unsigned char*>(aligned_alloc(kPageSize, PageTable::kChunkPages * kPageSize)),
+      &free);
+  if (!buffer) return false;
+  for (const Run& run : runs) {
+    if (run.addr == 0) return false;
+    if (run.state == PageState::kEvicted) {
+      kernel::IoRequest read{swap->fd(), buffer.get(), static_cast<uint32_t>(run.pages * kPageSize),
+                             SwapSpace::slot_offset(client.pages.cluster(run.first), run.first),
+                             false};
+      auto ran = swap->run({&read, 1});
+      if (!ran || read.result != static_cast<int32_t>(read.len)) {
+        spdlog::error("client {}: reading pages {}+{} from swap failed: {}", client.identity().pid,
+                      run.first, run.pages,
+                      ran ? strerror(read.result < 0 ? -read.result : EIO) : ran.error().message());
+        client.counters().io_errors++;
+        swap->note_io_error();
+        return false;
+      }
+      auto copied = client.uffd().copy_pages(run.addr, buffer.get(), run.pages * kPageSize, 0);
+      if (copied && copied->outcome == kernel::Outcome::kTargetGone) return true;
+      if (!copied || copied->outcome != kernel::Outcome::kDone) return false;
+      read_pages += run.pages;
+    } else if (!client.uffd().write_protect(run.addr, run.pages * kPageSize, false, false)) {
       return false;  // clean pages are write-protected; the kernel will not lift that for us
     }
-    client.pages.set_state(page, PageState::kResident);
-    drop_slot(client, page, swap);
+    for (uint64_t page = run.first; page < run.first + run.pages; ++page) {
+      client.pages.set_state(page, PageState::kResident);
+      drop_slot(client, page, swap);
+    }
+  }
+  if (read_pages != 0) {
+    char size[32];
+    spdlog::info(
+        "client {}: read {} back from swap in {} ms", client.identity().pid,
+        format_size(read_pages * kPageSize, size, sizeof(size)),
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
   }
   return true;
 }
