@@ -72,6 +72,12 @@ struct ClientCounters {
   std::atomic<uint64_t> stalled_reads{0};
   std::atomic<uint64_t> prefetched_pages{0};
   std::atomic<uint64_t> prefetch_hits{0};
+  // Read-ahead markers (see ReadaheadMarkers): placed, touched by the application (a
+  // prefetch hit: its run was used), and evicted or freed untouched (a miss).
+  // Accuracy: used / placed.
+  std::atomic<uint64_t> prefetch_markers{0};
+  std::atomic<uint64_t> prefetch_markers_used{0};
+  std::atomic<uint64_t> prefetch_markers_unused{0};
   // Hints taken from the client's ring; applied to at least one arena page; refused
   // (unknown hint, range outside the arena); dropped by the client with its ring full
   // (as the client reports it).
@@ -180,6 +186,7 @@ class Client : public std::enable_shared_from_this<Client> {
   SequentialDetector sequential;
   Readahead readahead;
   RangeAdvice access_advice;  // SEQUENTIAL/RANDOM hints, steering `readahead`
+  ReadaheadMarkers markers;   // resident, unmapped; see place_marker in fault_handler.cpp
   std::unique_ptr<Policy> policy;
   // Where this client's faults are recorded (extmemd --record-faults); null: nowhere.
   std::unique_ptr<FaultTraceFile> fault_trace;
