@@ -177,6 +177,9 @@ class Client : public std::enable_shared_from_this<Client> {
   bool attach_hints(std::unique_ptr<HintChannel> channel);
   // Pages PAGEOUT hints asked reclaim to evict now (cold pages first).
   std::atomic<uint64_t> pageout_pages{0};
+  // Its shim decodes Stats with the marker counters (wire::kHelloReadsMarkerStats); set
+  // at registration.
+  bool reads_marker_stats = false;
   bool exited() const { return pidfd_.exited(); }
 
   // Page state, mappings and policy; guarded by `mu`.

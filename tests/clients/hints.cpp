@@ -267,7 +267,8 @@ void print_stats(const extmem_stats& s) {
   printf(
       "size %u limit_bytes %llu resident_bytes %llu swapped_bytes %llu first_touch_faults %llu "
       "major_faults %llu evictions %llu prefetched_pages %llu hints_received %llu "
-      "hints_applied %llu hints_invalid %llu hints_ring_full %llu policy %s\n",
+      "hints_applied %llu hints_invalid %llu hints_ring_full %llu policy %s prefetch_markers %llu "
+      "prefetch_markers_used %llu\n",
       s.size, static_cast<unsigned long long>(s.limit_bytes),
       static_cast<unsigned long long>(s.resident_bytes),
       static_cast<unsigned long long>(s.swapped_bytes),
@@ -277,7 +278,9 @@ void print_stats(const extmem_stats& s) {
       static_cast<unsigned long long>(s.hints_received),
       static_cast<unsigned long long>(s.hints_applied),
       static_cast<unsigned long long>(s.hints_invalid),
-      static_cast<unsigned long long>(s.hints_ring_full), s.policy);
+      static_cast<unsigned long long>(s.hints_ring_full), s.policy,
+      static_cast<unsigned long long>(s.prefetch_markers),
+      static_cast<unsigned long long>(s.prefetch_markers_used));
 }
 
 // Stays registered (for a minute at most) while the test looks at the daemon's view.

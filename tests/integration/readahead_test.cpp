@@ -77,6 +77,9 @@ TEST(Readahead, SequentialReaderUsesItsMarkers) {
   EXPECT_GE(c.prefetch_markers(), 8u) << c.DebugString();
   EXPECT_GE(c.prefetch_markers_used() * 10, c.prefetch_markers() * 9) << c.DebugString();
   EXPECT_LE(c.prefetch_markers_used() + c.prefetch_markers_unused(), c.prefetch_markers());
+  // The application sees the same (extmem_get_stats).
+  EXPECT_EQ(number_after(r.result.out, "prefetch_markers"), c.prefetch_markers()) << r.result.out;
+  EXPECT_EQ(number_after(r.result.out, "prefetch_markers_used"), c.prefetch_markers_used());
   // Markers start the next read early: most of the data comes without a major fault
   // (without them, the window alone: 20 or more).
   EXPECT_LE(number_after(r.result.out, "read_major_faults"), 12u) << r.result.out;
