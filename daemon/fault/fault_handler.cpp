@@ -340,11 +340,11 @@ void read_stride_ahead(Client& client, const MajorFault& fault, const Segment& s
                        std::vector<std::unique_ptr<SwapIn>>* reads, Pager& pager) {
   const uint64_t segment_first = segment.offset / kPageSize;
   const uint64_t segment_end = (segment.offset + segment.len) / kPageSize;
+  const auto step = static_cast<uint64_t>(stride < 0 ? -stride : stride);
   std::vector<uint64_t> pages;
   uint64_t ahead = 0;
   uint64_t page = fault.page;
   for (; ahead < depth; ++ahead) {
-    const uint64_t step = static_cast<uint64_t>(stride < 0 ? -stride : stride);
     if (stride < 0 ? page - segment_first < step : segment_end - page <= step) break;
     page = stride < 0 ? page - step : page + step;
     const PageState state = client.pages.state(page);
