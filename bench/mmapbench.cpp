@@ -32,10 +32,11 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kWindowPages = (2u << 20) / kPage;  // 2 MiB windows
+constexpr uint64_t kStridePages = 16;                  // the stride pattern's step
 constexpr uint64_t kBatch = 64;                        // pages between counter updates
 constexpr uint64_t kTagSalt = 0x5eed'b10c'c0ff'ee00ULL;
 
-enum class Pattern { kSeq, kWindow, kRandom, kHotset };
+enum class Pattern { kSeq, kWindow, kRandom, kHotset, kStride };
 enum class Op { kRead, kRmw };
 // Advice given through madvise (which the extmem shim turns into hints to extmemd).
 enum class Hint { kNone, kSequential, kRandom, kWillNeedWindow };
@@ -64,6 +65,8 @@ const char* pattern_name(Pattern p) {
       return "random";
     case Pattern::kHotset:
       return "hotset";
+    case Pattern::kStride:
+      return "stride";
   }
   return "?";
 }
@@ -84,11 +87,13 @@ void usage(FILE* out) {
       "usage: extmem-mmapbench [options]\n"
       "  --size SIZE             working set, private anonymous mmap (e.g. 512M, 2G; default 1G)\n"
       "  --threads N             worker threads (default 2)\n"
-      "  --pattern P             seq | window | random | hotset (default seq)\n"
+      "  --pattern P             seq | window | random | hotset | stride (default seq)\n"
       "                            seq: each thread sweeps its own contiguous share\n"
       "                            window: random 2 MiB windows, each swept page by page\n"
       "                            random: uniform random 4 KiB pages\n"
       "                            hotset: 90% of accesses to a hot 10% of pages\n"
+      "                            stride: each thread sweeps its share every 16th page,\n"
+      "                            then again one page further on\n"
       "  --op O                  read | rmw (default read)\n"
       "  --hint H                none | sequential | random | willneed-window (default none)\n"
       "                            sequential, random: madvise the whole working set\n"
@@ -195,8 +200,10 @@ Args parse_args(int argc, char** argv) {
         a.pattern = Pattern::kRandom;
       } else if (p == "hotset") {
         a.pattern = Pattern::kHotset;
+      } else if (p == "stride") {
+        a.pattern = Pattern::kStride;
       } else {
-        die("--pattern needs seq, window, random or hotset, not '%s'", v);
+        die("--pattern needs seq, window, random, hotset or stride, not '%s'", v);
       }
     } else if (opt == "--op") {
       const std::string o = v;
@@ -319,6 +326,12 @@ class PageStream {
       case Pattern::kHotset:
         if (hot_ == pages_ || rng_.below(10) != 0) return rng_.below(hot_);
         return hot_ + rng_.below(pages_ - hot_);
+      case Pattern::kStride: {
+        const uint64_t p = cursor_;
+        cursor_ += kStridePages;
+        if (cursor_ >= end_) cursor_ = begin_ + (p - begin_ + 1) % kStridePages;
+        return p;
+      }
     }
     return 0;
   }

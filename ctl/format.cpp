@@ -59,6 +59,15 @@ void add_field(std::string* out, const std::string& key, const std::string& valu
   *out += key + std::string(key_width - key.size() + 2, ' ') + value + "\n";
 }
 
+// Prefetch accuracy: the share of read-ahead markers the application touched.
+std::string prefetch_text(const v1::Counters& c) {
+  if (c.prefetch_markers() == 0) return "no read-ahead markers placed";
+  return "accuracy " + std::to_string(c.prefetch_markers_used() * 100 / c.prefetch_markers()) +
+         "% (" + std::to_string(c.prefetch_markers_used()) + " of " +
+         std::to_string(c.prefetch_markers()) + " read-ahead markers used, " +
+         std::to_string(c.prefetch_markers_unused()) + " evicted or freed unused)";
+}
+
 std::string swap_text(const v1::GetStatusResponse& status) {
   if (status.swap_path().empty()) return "none (limits are not enforced)";
   std::string text = status.swap_path() + ": " + size_text(status.swap_used_bytes()) + " of " +
@@ -164,6 +173,7 @@ std::string client_detail(const v1::ClientStats& c) {
   add_field(&out, "fault latency",
             "p50 " + std::to_string(l.p50_us()) + " us, p90 " + std::to_string(l.p90_us()) +
                 " us, p99 " + std::to_string(l.p99_us()) + " us");
+  add_field(&out, "prefetch", prefetch_text(c.counters()));
   out += "counters\n";
   // By reflection, so a counter added to control.proto shows up without a change here;
   // every Counters field is a uint64.

@@ -120,7 +120,7 @@ bool connect_to_daemon(const ShimConfig& config, Session* session, char* error,
   auto uffd = kernel::Userfaultfd::create(kUffdFlags);
   wire::Hello hello;
   hello.dram_limit = config.dram_limit;
-  hello.flags = uffd ? 0 : wire::kHelloWantsUffdDevice;
+  hello.flags = (uffd ? 0 : wire::kHelloWantsUffdDevice) | wire::kHelloReadsMarkerStats;
   memcpy(hello.policy, config.policy, sizeof(hello.policy));
   std::byte frame[wire::kMaxFrame];
   wire::Reply reply;

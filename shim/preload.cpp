@@ -410,6 +410,8 @@ EXTMEM_EXPORT int extmem_get_stats(struct extmem_stats* stats) noexcept {
   full.hints_ring_full = got.hints_ring_full;
   static_assert(sizeof(full.policy) == sizeof(got.policy));
   memcpy(full.policy, got.policy, sizeof(full.policy));
+  full.prefetch_markers = got.prefetch_markers;
+  full.prefetch_markers_used = got.prefetch_markers_used;
   // A caller built against an older header gets the fields it knows.
   const size_t n = stats->size < sizeof(full) ? stats->size : sizeof(full);
   full.size = static_cast<uint32_t>(n);

@@ -128,7 +128,8 @@ std::string Client::describe() {
       "released_pages={} "
       "events(remove={} unmap={} remap={}) fault_latency(p50<={}us p99<={}us) "
       "errors(fault={} io={}) swap_full={} over_limit={} metadata={} prefetched_pages={} "
-      "prefetch_hits={} fault_around_pages={} poisoned_pages={} stalled_reads={} "
+      "prefetch_hits={} prefetch_markers(placed={} used={} unused={}) fault_around_pages={} "
+      "poisoned_pages={} stalled_reads={} "
       "hints(received={} applied={} invalid={} ring_full={})",
       identity_.pid, identity_.exe, identity_.uid, policy_name,
       limit_bytes ? format_size(limit_bytes, limit, sizeof(limit)) : "none",
@@ -144,7 +145,8 @@ std::string Client::describe() {
       c.fault_latency.quantile_us(0.5), c.fault_latency.quantile_us(0.99), c.fault_errors.load(),
       c.io_errors.load(), c.swap_full.load(), c.over_limit.load(),
       format_size(metadata_bytes, metadata, sizeof(metadata)), c.prefetched_pages.load(),
-      c.prefetch_hits.load(), c.fault_around_pages.load(), c.poisoned_pages.load(),
+      c.prefetch_hits.load(), c.prefetch_markers.load(), c.prefetch_markers_used.load(),
+      c.prefetch_markers_unused.load(), c.fault_around_pages.load(), c.poisoned_pages.load(),
       c.stalled_reads.load(), c.hints_received.load(), c.hints_applied.load(),
       c.hints_invalid.load(), c.hints_ring_full.load());
 }

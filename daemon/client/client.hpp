@@ -73,6 +73,12 @@ struct ClientCounters {
   std::atomic<uint64_t> prefetched_pages{0};
   std::atomic<uint64_t> prefetch_hits{0};
   std::atomic<uint64_t> fault_around_pages{0};
+  // Read-ahead markers (see ReadaheadMarkers): placed, touched by the application (a
+  // prefetch hit: its run was used), and evicted or freed untouched (a miss).
+  // Accuracy: used / placed.
+  std::atomic<uint64_t> prefetch_markers{0};
+  std::atomic<uint64_t> prefetch_markers_used{0};
+  std::atomic<uint64_t> prefetch_markers_unused{0};
   // Hints taken from the client's ring; applied to at least one arena page; refused
   // (unknown hint, range outside the arena); dropped by the client with its ring full
   // (as the client reports it).
@@ -156,6 +162,9 @@ class Client : public std::enable_shared_from_this<Client> {
   bool attach_hints(std::unique_ptr<HintChannel> channel);
   // Pages PAGEOUT hints asked reclaim to evict now (cold pages first).
   std::atomic<uint64_t> pageout_pages{0};
+  // Its shim decodes Stats with the marker counters (wire::kHelloReadsMarkerStats); set
+  // at registration.
+  bool reads_marker_stats = false;
   bool exited() const { return pidfd_.exited(); }
 
   // Page state, mappings and policy; guarded by `mu`.
@@ -168,6 +177,7 @@ class Client : public std::enable_shared_from_this<Client> {
   Readahead zero_fill_ahead;
   Readahead fault_around;
   RangeAdvice access_advice;  // SEQUENTIAL/RANDOM hints, steering `readahead`
+  ReadaheadMarkers markers;   // resident, unmapped; see place_marker in fault_handler.cpp
   std::unique_ptr<Policy> policy;
   // Where this client's faults are recorded (extmemd --record-faults); null: nowhere.
   std::unique_ptr<FaultTraceFile> fault_trace;

@@ -101,6 +101,9 @@ void fill_client(Client& client, SwapDevice* swap, v1::ClientStats* out) {
   n->set_prefetched_pages(c.prefetched_pages.load());
   n->set_prefetch_hits(c.prefetch_hits.load());
   n->set_fault_around_pages(c.fault_around_pages.load());
+  n->set_prefetch_markers(c.prefetch_markers.load());
+  n->set_prefetch_markers_used(c.prefetch_markers_used.load());
+  n->set_prefetch_markers_unused(c.prefetch_markers_unused.load());
   n->set_poisoned_pages(c.poisoned_pages.load());
   n->set_stalled_reads(c.stalled_reads.load());
   n->set_hints_received(c.hints_received.load());

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -215,6 +216,50 @@ uint64_t map_pages(Client& client, uintptr_t addr, uint64_t first, uint64_t page
   return mapped;
 }
 
+// Read-ahead runs of at least this many pages leave a marker.
+constexpr uint64_t kMinMarkerRun = 4;
+
+// Leaves `page` of `read` in the memfd unmapped, as a marker of the read's stream (see
+// ReadaheadMarkers): its data goes in through the file, so the application's first touch
+// is a MINOR fault. The page is resident, clean or dirty as the read's other pages. False
+// if it could not be written; the page is then still a hole.
+bool place_marker(Client& client, const SwapIn& read, uint64_t page, Pager& pager) {
+  const unsigned char* data = read.buffer.get() + (page - read.first) * kPageSize;
+  auto written = client.memfd().write_at(data, kPageSize, page * kPageSize);
+  if (!written || *written != kPageSize) {
+    spdlog::warn("client {}: read-ahead marker at page {}: {}", client.identity().pid, page,
+                 written ? "short write" : written.error().message());
+    // Never leave part of a page behind a page we hold as evicted.
+    if (auto punched = client.memfd().punch_hole(page * kPageSize, kPageSize); !punched) {
+      spdlog::error("client {}: {}", client.identity().pid, punched.error().message());
+    }
+    return false;
+  }
+  settle_mapped(client, page, 1, read.dirty, pager);
+  client.markers.place(page, {read.tid, read.first + read.pages});
+  client.counters().prefetch_markers++;
+  // Threads that faulted on it while it was read fault again and find it.
+  wake(client, read.addr + (page - read.first) * kPageSize, kPageSize);
+  return true;
+}
+
+// Maps the first `valid` pages of `read` like map_pages; a read-ahead run leaves the page
+// at its middle as a marker instead, so that its stream's next read starts while the
+// thread still walks over the second half.
+uint64_t map_read(Client& client, const SwapIn& read, uint64_t valid, Pager& pager, bool* gone) {
+  const unsigned char* buf = read.buffer.get();
+  if (!read.readahead || valid < kMinMarkerRun ||
+      client.markers.size() >= ReadaheadMarkers::kMaxMarkers) {
+    return map_pages(client, read.addr, read.first, valid, buf, read.dirty, pager, gone);
+  }
+  const uint64_t at = valid / 2;
+  uint64_t mapped = map_pages(client, read.addr, read.first, at, buf, read.dirty, pager, gone);
+  if (mapped < at || *gone) return mapped;
+  if (place_marker(client, read, read.first + at, pager)) ++mapped;
+  return mapped + map_pages(client, read.addr + mapped * kPageSize, read.first + mapped,
+                            valid - mapped, buf + mapped * kPageSize, read.dirty, pager, gone);
+}
+
 // How many pages of `read`, from its first on, may be mapped from what it read: still
 // evicted in its cluster, still marked as read by it (nothing freed them meanwhile), and
 // still mapped contiguously at its address. The client's lock was released during the
@@ -261,11 +306,58 @@ std::unique_ptr<SwapIn> new_read(Client& client, uint64_t first, uint64_t pages,
   return read;
 }
 
+// Reads `pages` (ascending, evicted, none in flight) ahead of use, one read per run of
+// neighbours in one chunk, mapped clean; appends them to `reads`.
+void read_pages_ahead(Client& client, const Segment& segment, const std::vector<uint64_t>& pages,
+                      std::vector<std::unique_ptr<SwapIn>>* reads, Pager& pager) {
+  for (size_t i = 0; i < pages.size();) {
+    size_t end = i + 1;
+    while (end < pages.size() && pages[end] == pages[end - 1] + 1 &&
+           pages[end] % PageTable::kChunkPages != 0) {
+      ++end;
+    }
+    const uintptr_t addr = segment.start + (pages[i] * kPageSize - segment.offset);
+    if (auto read = new_read(client, pages[i], end - i, addr, false, pager)) {
+      reads->push_back(std::move(read));
+    }
+    i = end;
+  }
+}
+
+// For a thread faulting at a confirmed stride: reads up to `depth` pages at page+stride,
+// page+2*stride, ... in its segment ahead (as many as `spare` allows), and tells the
+// thread's stream how many of them are in memory or being read.
+void read_stride_ahead(Client& client, const MajorFault& fault, const Segment& segment,
+                       int64_t stride, uint64_t depth, uint64_t* spare,
+                       std::vector<std::unique_ptr<SwapIn>>* reads, Pager& pager) {
+  const uint64_t segment_first = segment.offset / kPageSize;
+  const uint64_t segment_end = (segment.offset + segment.len) / kPageSize;
+  const auto step = static_cast<uint64_t>(stride < 0 ? -stride : stride);
+  std::vector<uint64_t> pages;
+  uint64_t ahead = 0;
+  uint64_t page = fault.page;
+  for (; ahead < depth; ++ahead) {
+    if (stride < 0 ? page - segment_first < step : segment_end - page <= step) break;
+    page = stride < 0 ? page - step : page + step;
+    const PageState state = client.pages.state(page);
+    if (state == PageState::kEvicting) break;  // it will fault
+    if (state != PageState::kEvicted || client.reading.contains(page)) continue;
+    if (*spare == 0) break;
+    --*spare;
+    pages.push_back(page);
+  }
+  std::sort(pages.begin(), pages.end());
+  read_pages_ahead(client, segment, pages, reads, pager);
+  client.readahead.on_stride_read(fault.tid, ahead);
+}
+
 // Plans the read for `fault`: its page and the evicted pages after it in its chunk and
 // segment that no other read has in flight, as many as the faulting thread's read-ahead
-// window and `spare` allow.
+// window and `spare` allow. A thread faulting at a stride gets its next strided pages
+// read too, in `ahead`.
 std::unique_ptr<SwapIn> plan_read(Client& client, const MajorFault& fault, const Segment& segment,
-                                  uint64_t* spare, Pager& pager) {
+                                  uint64_t* spare, std::vector<std::unique_ptr<SwapIn>>* ahead,
+                                  Pager& pager) {
   const Readahead::Decision d =
       client.readahead.on_fault(fault.tid, fault.page, client.access_advice.at(fault.page));
   client.counters().prefetch_hits += d.hits;
@@ -287,6 +379,11 @@ std::unique_ptr<SwapIn> plan_read(Client& client, const MajorFault& fault, const
   *spare -= pages - 1;
   client.readahead.on_read(fault.tid, fault.page, pages);
   read->faults.push_back({fault.addr, fault.page, fault.started});
+  read->readahead = true;
+  read->tid = fault.tid;
+  if (d.stride != 0) {
+    read_stride_ahead(client, fault, segment, d.stride, d.stride_pages, spare, ahead, pager);
+  }
   return read;
 }
 
@@ -305,8 +402,7 @@ void finish_read(Client& client, SwapIn& read, int32_t result, Pager& pager) {
     pager.swap->note_io_error();
     stalled = !read.faults.empty() && give_up_after_retries(client, read.faults[0], pager);
   } else if (const uint64_t valid = still_evicted(client, read); valid > 0) {
-    mapped = map_pages(client, read.addr, read.first, valid, read.buffer.get(), read.dirty, pager,
-                       &gone);
+    mapped = map_read(client, read, valid, pager, &gone);
     if (mapped > 0) {
       if (!client.read_failures.empty()) {
         for (uint64_t page = read.first; page < read.first + mapped; ++page) {
@@ -407,6 +503,7 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
     spare = std::min(spare, limit > after ? limit - after : 0);
   }
   std::vector<std::unique_ptr<SwapIn>> reads;
+  std::vector<std::unique_ptr<SwapIn>> ahead;  // strided read-ahead: no fault waits on it
   for (const MajorFault& f : faults) {
     if (client.reading.contains(f.page)) {
       // A read in flight (this group's or an earlier one) covers it and wakes it.
@@ -421,7 +518,7 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
       wake(client, f.addr, kPageSize);
       continue;
     }
-    auto read = plan_read(client, f, *segment, &spare, pager);
+    auto read = plan_read(client, f, *segment, &spare, &ahead, pager);
     if (!read) {
       spdlog::error("client {}: no memory for a swap read buffer", client.identity().pid);
       client.counters().fault_errors++;
@@ -430,7 +527,51 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
     }
     reads.push_back(std::move(read));
   }
+  for (auto& read : ahead) reads.push_back(std::move(read));
+  start_reads(lock, client, reads, pager);
+}
 
+// A thread touched the read-ahead marker at `page`: its stream's read-ahead was used, so
+// the next read of the stream starts now, from the end of the marker's run: up to the
+// stream's grown window of evicted pages in one chunk, as many as fit under the limit.
+void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client, uint64_t page,
+                          Pager& pager) {
+  const std::optional<ReadaheadMarkers::Marker> marker = client.markers.take(page);
+  if (!marker) return;
+  client.counters().prefetch_markers_used++;
+  const uint64_t window = client.readahead.on_marker_hit(marker->tid);
+  uint64_t room = window;
+  if (const uint64_t limit = client.limit_pages(); limit != 0) {
+    const uint64_t committed = client.pages.resident_pages() + client.reading.size();
+    room = std::min(room, limit > committed ? limit - committed : 0);
+  }
+  const uintptr_t addr = client.address_map.address_of(marker->next * kPageSize);
+  const Segment* segment = addr != 0 ? client.address_map.find(addr) : nullptr;
+  if (pager.swap == nullptr || room == 0 || segment == nullptr) return;
+  const uint64_t segment_end = (segment->offset + segment->len) / kPageSize;
+  const uint64_t end = std::min(marker->next + window, segment_end);
+  // Pages of the window already in memory or being read (the thread's faults may have
+  // read them) are passed over.
+  uint64_t first = marker->next;
+  while (first < end &&
+         (client.pages.state(first) != PageState::kEvicted || client.reading.contains(first))) {
+    ++first;
+  }
+  const uint64_t chunk_end = (first / PageTable::kChunkPages + 1) * PageTable::kChunkPages;
+  uint64_t last = first;
+  while (last < std::min(end, chunk_end) && last - first < room &&
+         client.pages.state(last) == PageState::kEvicted && !client.reading.contains(last)) {
+    ++last;
+  }
+  if (last == first) return;
+  auto read = new_read(client, first, last - first,
+                       segment->start + (first * kPageSize - segment->offset), false, pager);
+  if (!read) return;
+  read->readahead = true;
+  read->tid = marker->tid;
+  client.readahead.on_async_read(marker->tid, first, last - first);
+  std::vector<std::unique_ptr<SwapIn>> reads;
+  reads.push_back(std::move(read));
   start_reads(lock, client, reads, pager);
 }
 
@@ -440,7 +581,8 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
 // page's neighbours in the same state are mapped with it, as many as the thread's window,
 // which grows while its minor faults continue where its last mapping ended (Readahead's
 // rule) and is one page for random faults. They count as accessed. A clean run stays
-// write-protected, so its first write is seen.
+// write-protected, so its first write is seen. A read-ahead marker ends the run: its own
+// fault is what starts its stream's next read.
 Result<kernel::Outcome> continue_around(Client& client, const Segment& segment, uintptr_t addr,
                                         uint64_t page, uint32_t tid, PageState state) {
   const Readahead::Decision d =
@@ -448,7 +590,7 @@ Result<kernel::Outcome> continue_around(Client& client, const Segment& segment, 
   const uint64_t segment_end = (segment.offset + segment.len) / kPageSize;
   uint64_t pages = 1;
   while (pages < d.window && page + pages < segment_end &&
-         client.pages.state(page + pages) == state) {
+         client.pages.state(page + pages) == state && !client.markers.contains(page + pages)) {
     ++pages;
   }
   auto filled = client.uffd().continue_pages(
@@ -525,6 +667,9 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
         client.counters().fault_errors++;
       }
       if (!resolved || *resolved != kernel::Outcome::kDone) wake(client, addr, kPageSize);
+      if ((flags & UFFD_PAGEFAULT_FLAG_MINOR) && !client.markers.empty()) {
+        read_ahead_at_marker(lock, client, page, pager);
+      }
       break;
     }
   }
@@ -538,6 +683,9 @@ void forget_pages(Client& client, uint64_t first, uint64_t count, SwapDevice* sw
   // Reads in flight must not map what they read for these pages.
   if (!client.reading.empty()) {
     std::erase_if(client.reading, [&](const auto& marked) { return marked.first - first < count; });
+  }
+  if (!client.markers.empty()) {
+    client.counters().prefetch_markers_unused += client.markers.forget(first, count);
   }
   client.pages.for_each_nonempty(first, count, [&](uint64_t page, PageState state) {
     if (is_resident(state)) client.policy->on_gone(page);

@@ -209,6 +209,9 @@ wire::Stats stats_of(Client& client) {
   s.hints_applied = c.hints_applied.load();
   s.hints_invalid = c.hints_invalid.load();
   s.hints_ring_full = c.hints_ring_full.load();
+  s.marker_counters = client.reads_marker_stats;
+  s.prefetch_markers = c.prefetch_markers.load();
+  s.prefetch_markers_used = c.prefetch_markers_used.load();
   return s;
 }
 

@@ -5,6 +5,35 @@
 
 namespace extmem::daemon {
 
+bool ReadaheadMarkers::place(uint64_t page, Marker marker) {
+  if (markers_.size() >= kMaxMarkers) return false;
+  markers_.insert_or_assign(page, marker);
+  return true;
+}
+
+std::optional<ReadaheadMarkers::Marker> ReadaheadMarkers::take(uint64_t page) {
+  auto it = markers_.find(page);
+  if (it == markers_.end()) return std::nullopt;
+  const Marker marker = it->second;
+  markers_.erase(it);
+  return marker;
+}
+
+uint64_t ReadaheadMarkers::forget(uint64_t first, uint64_t count) {
+  const auto begin = markers_.lower_bound(first);
+  const auto end = first + count < first ? markers_.end() : markers_.lower_bound(first + count);
+  const auto n = static_cast<uint64_t>(std::distance(begin, end));
+  markers_.erase(begin, end);
+  return n;
+}
+
+Readahead::Stream* Readahead::find(uint32_t tid) {
+  for (Stream& s : streams_) {
+    if (s.used && s.tid == tid) return &s;
+  }
+  return nullptr;
+}
+
 Readahead::Stream& Readahead::stream(uint32_t tid) {
   Stream* oldest = &streams_[0];
   for (Stream& s : streams_) {
@@ -39,25 +68,90 @@ AccessPattern RangeAdvice::at(uint64_t page) const {
   return std::prev(it)->second.pattern;
 }
 
+void Readahead::follow_stride(Stream& s, uint64_t page) {
+  const auto delta = static_cast<int64_t>(page - s.last_fault);
+  if (s.faulted && s.stride != 0 && delta % s.stride == 0) {
+    // Keeping to the stride: the fault lands one step on, or past the pages read ahead.
+    const int64_t steps = delta / s.stride;
+    if (steps >= 1 && static_cast<uint64_t>(steps) <= s.stride_ahead + 1) {
+      s.stride_faults = std::min(s.stride_faults + 1, kStrideConfirm);
+      if (s.stride_faults < kStrideConfirm) return;
+      if (s.stride_depth == 0) {
+        s.stride_depth = kFirstStrideDepth;
+      } else if (static_cast<uint64_t>(steps) == s.stride_ahead + 1) {
+        // Every page read ahead was used: a hit.
+        if (s.stride_ahead > 0) s.stride_depth = std::min(s.stride_depth * 2, kMaxStrideDepth);
+      } else {
+        // A page read ahead faulted again: it was evicted before use, a miss.
+        s.stride_depth = std::max<uint64_t>(s.stride_depth / 2, 1);
+      }
+      return;
+    }
+  }
+  const bool followed = s.faulted && (delta == -1 || (delta >= 2 && delta <= kMaxStride) ||
+                                      (delta <= -2 && delta >= -kMaxStride));
+  s.stride = followed ? delta : 0;
+  s.stride_faults = followed ? 2 : 0;
+  s.stride_depth = 0;
+}
+
 Readahead::Decision Readahead::on_fault(uint32_t tid, uint64_t page, AccessPattern pattern) {
   Stream& s = stream(tid);
   s.last_use = ++clock_;
   // A hit: the fault lands where the last read ended, or a little further when that read
   // stopped early at pages that were already in memory.
   const bool hit = s.next != 0 && page >= s.next && page - s.next <= s.window;
-  Decision d{1, 0};
+  Decision d{1, 0, 0, 0};
   if (hit) {
-    d = {std::min(s.window * 2, kMaxWindow), s.prefetched};
-  } else if (s.next != 0) {
-    // Halve rather than restart: a thread that jumps to a new region and reads it
-    // sequentially (2 MiB windows) keeps most of its window.
-    d.window = std::max<uint64_t>(s.window / 2, 1);
+    d = {std::min(s.window * 2, kMaxWindow), s.prefetched, 0, 0};
+    // A sequential reader's faults come a window apart: not a stride.
+    s.stride = 0;
+    s.stride_faults = 0;
+    s.stride_depth = 0;
+  } else {
+    if (s.next != 0) {
+      // Halve rather than restart: a thread that jumps to a new region and reads it
+      // sequentially (2 MiB windows) keeps most of its window.
+      d.window = std::max<uint64_t>(s.window / 2, 1);
+    }
+    follow_stride(s, page);
+    if (s.stride_faults >= kStrideConfirm) {
+      // The neighbours of a strided fault are not what the thread reads next.
+      d.window = 1;
+      d.stride = s.stride;
+      d.stride_pages = s.stride_depth;
+    }
   }
-  if (pattern == AccessPattern::kRandom) d.window = 1;
+  s.last_fault = page;
+  s.faulted = true;
+  s.stride_ahead = 0;
+  if (pattern == AccessPattern::kRandom) d = {1, d.hits, 0, 0};
   if (pattern == AccessPattern::kSequential) d.window = kMaxWindow;
   s.window = d.window;
   s.prefetched = 0;
   return d;
+}
+
+void Readahead::on_stride_read(uint32_t tid, uint64_t pages) {
+  if (Stream* s = find(tid)) s->stride_ahead = pages;
+}
+
+uint64_t Readahead::on_marker_hit(uint32_t tid) {
+  Stream& s = stream(tid);
+  s.last_use = ++clock_;
+  s.window = std::min(s.window * 2, kMaxWindow);
+  return s.window;
+}
+
+void Readahead::on_async_read(uint32_t tid, uint64_t first, uint64_t pages) {
+  Stream* s = find(tid);
+  if (s == nullptr || pages == 0) return;
+  s->next = first + pages;
+  s->prefetched += pages;
+}
+
+void Readahead::on_marker_unused(uint32_t tid) {
+  if (Stream* s = find(tid)) s->window = std::max<uint64_t>(s->window / 2, 1);
 }
 
 void Readahead::on_read(uint32_t tid, uint64_t page, uint64_t pages) {

@@ -1,14 +1,18 @@
 // Window sizing like the kernel's readahead: per faulting thread, the window doubles while
-// faults continue where the previous read ended and halves when they land elsewhere. Pure
-// logic; the fault handler clamps the window to what may be read (evicted neighbours of
-// the same chunk, the client's room) and reports back. The same rule sizes the fault-around
-// of minor faults, where "read" means mapped.
+// major faults continue where the previous read ended, or when the thread touches a
+// read-ahead marker (a prefetch hit), and halves when faults land elsewhere or a marker is
+// evicted untouched (a miss). Threads that fault at a constant stride get the next
+// strided pages read ahead. Pure logic; the fault handler clamps what it reads (evicted
+// pages of the same chunk, the client's room) and reports back. The same rule sizes the
+// zero-fill of first touches and the fault-around of minor faults, where "read" means
+// filled or mapped.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 
 namespace extmem::daemon {
 
@@ -33,17 +37,54 @@ class RangeAdvice {
   std::map<uint64_t, Range> ranges_;  // by first page; disjoint
 };
 
+// Read-ahead markers (the kernel's PG_readahead): one page of a read-ahead run is left in
+// memory unmapped, so the thread's first touch of it faults (MINOR) and starts the next
+// read of its stream before the thread reaches the end of the run. Bounded: at most
+// kMaxMarkers at once; no marker is placed beyond that.
+class ReadaheadMarkers {
+ public:
+  static constexpr size_t kMaxMarkers = 4096;
+  struct Marker {
+    uint32_t tid;   // the stream (faulting thread) whose read placed it
+    uint64_t next;  // the first page after that read
+  };
+  // False (nothing placed) when full.
+  bool place(uint64_t page, Marker marker);
+  // Removes and returns the marker at `page`, if any.
+  std::optional<Marker> take(uint64_t page);
+  // Removes the markers of [first, first+count); returns how many.
+  uint64_t forget(uint64_t first, uint64_t count);
+  bool contains(uint64_t page) const { return markers_.contains(page); }
+  size_t size() const { return markers_.size(); }
+  bool empty() const { return markers_.empty(); }
+
+ private:
+  std::map<uint64_t, Marker> markers_;
+};
+
 class Readahead {
  public:
   static constexpr uint64_t kMaxWindow = 256;  // pages (1 MiB)
   // Threads followed at once; the least recently faulting one is forgotten first.
   static constexpr size_t kStreams = 8;
+  // Strides (pages between major faults) that are followed: -1 (backward sequential) and
+  // 2..kMaxStride either way; +1 is the sequential window's.
+  static constexpr int64_t kMaxStride = 512;
+  // Faults at one stride that confirm it (two equal steps).
+  static constexpr uint32_t kStrideConfirm = 3;
+  // Strided pages read ahead per fault: the first after confirmation, and the most.
+  static constexpr uint64_t kFirstStrideDepth = 4;
+  static constexpr uint64_t kMaxStrideDepth = 64;
 
   struct Decision {
     uint64_t window;  // pages to read from the faulting page on, at least 1
     // Prefetched pages of this thread's previous read that it has walked over: it now
     // faults at or just past their end.
     uint64_t hits;
+    // A confirmed stride (0: none): read `stride_pages` pages page+stride, page+2*stride,
+    // ... ahead, then report them with on_stride_read.
+    int64_t stride = 0;
+    uint64_t stride_pages = 0;
   };
 
   // A major fault of thread `tid` (0 when unknown) at `page`. Advice overrides the
@@ -51,6 +92,17 @@ class Readahead {
   Decision on_fault(uint32_t tid, uint64_t page, AccessPattern pattern = AccessPattern::kNormal);
   // What the fault read: [page, page+pages), page being the faulting page.
   void on_read(uint32_t tid, uint64_t page, uint64_t pages);
+  // The strided pages after the fault's page that are now in memory or being read: the
+  // next fault of a thread that keeps to the stride comes after them.
+  void on_stride_read(uint32_t tid, uint64_t pages);
+
+  // The thread touched a marker of its read-ahead: a prefetch hit. Grows its window and
+  // returns the pages to read next, from the marker's `next` on.
+  uint64_t on_marker_hit(uint32_t tid);
+  // What that read (or none) covered: [first, first+pages).
+  void on_async_read(uint32_t tid, uint64_t first, uint64_t pages);
+  // A marker of the thread's read-ahead was evicted untouched: a miss; halves its window.
+  void on_marker_unused(uint32_t tid);
 
  private:
   struct Stream {
@@ -60,8 +112,21 @@ class Readahead {
     uint64_t next = 0;        // first page after the last read; 0: none yet
     uint64_t window = 1;      // the window granted for the last fault
     uint64_t prefetched = 0;  // pages the last read brought beyond its faulting page
+    // Stride detection: the last major fault, the step candidate, how many faults in a
+    // row kept to it, the strided pages read ahead per fault, and how many were at the
+    // last fault.
+    uint64_t last_fault = 0;
+    bool faulted = false;
+    int64_t stride = 0;
+    uint32_t stride_faults = 0;
+    uint64_t stride_depth = 0;
+    uint64_t stride_ahead = 0;
   };
   Stream& stream(uint32_t tid);
+  Stream* find(uint32_t tid);
+  // Updates s's stride state for a fault at `page` that did not continue its sequential
+  // reads.
+  static void follow_stride(Stream& s, uint64_t page);
 
   std::array<Stream, kStreams> streams_;
   uint64_t clock_ = 0;

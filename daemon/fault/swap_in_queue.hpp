@@ -39,7 +39,10 @@ struct SwapIn {
   uint64_t pages = 0;
   uint32_t cluster = 0;
   uintptr_t addr = 0;
-  bool dirty = false;                // for a write fault: mapped writable, its slots freed
+  bool dirty = false;  // for a write fault: mapped writable, its slots freed
+  // A read-ahead run of thread `tid`'s stream: one of its pages may be left as a marker.
+  bool readahead = false;
+  uint32_t tid = 0;
   std::vector<WaitingFault> faults;  // faults[0] is the one it was read for, at `first`
   std::unique_ptr<unsigned char, decltype(&free)> buffer{nullptr, &free};
   kernel::IoRequest request{};

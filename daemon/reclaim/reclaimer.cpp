@@ -146,6 +146,11 @@ void Reclaimer::reset_access(Client& client, const std::vector<uint64_t>& addrs)
 // punched out.
 void Reclaimer::settle_evicted(Client& client, const Victim& v) {
   client.counters().evictions++;
+  if (auto marker = client.markers.take(v.page)) {
+    // Its run was read ahead in vain, or too early: the stream reads less ahead.
+    client.counters().prefetch_markers_unused++;
+    client.readahead.on_marker_unused(marker->tid);
+  }
   if (v.zero) {
     client.pages.set_state(v.page, PageState::kEmpty);
     drop_slot(client, v.page, &swap_);

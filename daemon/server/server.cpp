@@ -271,6 +271,7 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
       spdlog::warn("client {}: not recording faults: {}", creds->pid, trace.error().message());
     }
   }
+  client->reads_marker_stats = (hello.flags & wire::kHelloReadsMarkerStats) != 0;
   // Page 0 holds the registration nonce; it stays resident (never offered to the policy).
   client->pages.set_state(0, PageState::kResident);
   if (hello.dram_limit != 0 && swap_ == nullptr) {

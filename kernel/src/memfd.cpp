@@ -102,6 +102,12 @@ Result<size_t> Memfd::read_at(void* buf, size_t len, uint64_t offset) const noex
   return static_cast<size_t>(n);
 }
 
+Result<size_t> Memfd::write_at(const void* buf, size_t len, uint64_t offset) noexcept {
+  ssize_t n = pwrite(fd(), buf, len, static_cast<off_t>(offset));
+  if (n < 0) return Error::from_errno("pwrite(memfd, %#lx)", static_cast<unsigned long>(offset));
+  return static_cast<size_t>(n);
+}
+
 Result<void> Memfd::add_seals(unsigned seals) noexcept {
   if (fcntl(fd(), F_ADD_SEALS, seals) != 0) return Error::from_errno("F_ADD_SEALS(memfd)");
   return {};

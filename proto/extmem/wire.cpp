@@ -57,6 +57,7 @@ class Reader {
     pos_ += n;
     return DecodeError::kOk;
   }
+  bool at_end() const { return pos_ == size_; }
   DecodeError finish() const {
     return pos_ == size_ ? DecodeError::kOk : DecodeError::kTrailingBytes;
   }
@@ -202,6 +203,10 @@ size_t encode(const Stats& msg, std::byte* buf) noexcept {
   Writer w(buf);
   for_each_stat(msg, [&](uint64_t v) { w.u64(v); });
   w.str(msg.policy);
+  if (msg.marker_counters) {
+    w.u64(msg.prefetch_markers);
+    w.u64(msg.prefetch_markers_used);
+  }
   return w.finish(MsgType::kStats);
 }
 
@@ -227,6 +232,12 @@ DecodeError decode(const std::byte* payload, size_t size, Stats* out) noexcept {
   for_each_stat(*out, [&](uint64_t& v) { ok = ok && r.u64(&v); });
   if (!ok) return DecodeError::kTruncated;
   if (DecodeError e = r.str(out->policy, kMaxPolicyName); e != DecodeError::kOk) return e;
+  // The marker counters follow when the daemon knows them (see kHelloReadsMarkerStats).
+  out->marker_counters = !r.at_end();
+  if (out->marker_counters &&
+      (!r.u64(&out->prefetch_markers) || !r.u64(&out->prefetch_markers_used))) {
+    return DecodeError::kTruncated;
+  }
   return r.finish();
 }
 

@@ -17,6 +17,8 @@
 //   AttachHints{ring_bytes} + [hint ring memfd, doorbell eventfd] -> Reply (see hint_ring.hpp)
 //   SetPolicy{policy}                                           -> Reply
 //   GetStats{}                                                  -> Stats, or Reply on error
+//     (Stats carries the read-ahead marker counters only if Hello had
+//     kHelloReadsMarkerStats)
 // An error reply to these leaves the connection open.
 #pragma once
 
@@ -46,6 +48,9 @@ inline constexpr MsgType kLastMsgType = MsgType::kStats;
 
 // Hello flags.
 inline constexpr uint32_t kHelloWantsUffdDevice = 1u << 0;  // cannot create a userfaultfd
+// Decodes Stats with the read-ahead marker counters (the daemon sends them only then; an
+// older daemon ignores the flag and sends Stats without them).
+inline constexpr uint32_t kHelloReadsMarkerStats = 1u << 1;
 // Reply flags.
 inline constexpr uint32_t kReplyCarriesUffdDevice = 1u << 0;
 // On the reply to Register: the daemon serves the requests below (an older one ignores
@@ -95,6 +100,10 @@ struct Stats {
   uint64_t hints_invalid = 0;
   uint64_t hints_ring_full = 0;
   char policy[kMaxPolicyName + 1] = {};
+  // After the policy, only if the shim asked for them (kHelloReadsMarkerStats).
+  bool marker_counters = false;
+  uint64_t prefetch_markers = 0;
+  uint64_t prefetch_markers_used = 0;
 };
 
 enum class DecodeError {

@@ -76,6 +76,10 @@ struct extmem_stats {
   uint64_t hints_invalid;   /* refused by the daemon: unknown hint or range */
   uint64_t hints_ring_full; /* dropped by this process: the queue was full */
   char policy[32];
+  /* Read-ahead markers (one page per read-ahead run, left for the first touch to find):
+   * placed, and touched by this process. Prefetch accuracy: used / placed. */
+  uint64_t prefetch_markers;
+  uint64_t prefetch_markers_used;
 };
 
 /* Fills *stats (stats->size must be set). Returns 0, or -1 with errno: ENODEV not

@@ -7,6 +7,12 @@
 //   hints willneed --mib N        N MiB evicted, WILLNEED, then a random-order read of it;
 //                                 prints the major faults the read took
 //   hints no-willneed --mib N     the same without the hint
+//   hints read-back --mib N --order ORDER [--stride S]
+//                                 N MiB evicted, then read back in ORDER: seq, random,
+//                                 blocks (every other 128-page block, in random
+//                                 order, then pressure that evicts them), stride (every S-th page)
+//                                 or backward; prints the major faults the read took, then waits to
+//                                 be stopped
 //   hints stats                   prints extmem_get_stats, then waits to be stopped
 //   hints set-policy NAME         extmem_set_policy(NAME); prints the result, then waits
 //   hints no-daemon               every call must fail with ENODEV; memory still works
@@ -113,11 +119,15 @@ size_t resident_pages(const unsigned char* p, size_t bytes) {
       std::count_if(vec.begin(), vec.end(), [](unsigned char c) { return (c & 1) != 0; }));
 }
 
-size_t mib_arg(int argc, char** argv) {
+const char* option(int argc, char** argv, const char* name, const char* fallback) {
   for (int i = 2; i + 1 < argc; ++i) {
-    if (strcmp(argv[i], "--mib") == 0) return strtoull(argv[i + 1], nullptr, 10);
+    if (strcmp(argv[i], name) == 0) return argv[i + 1];
   }
-  return 16;
+  return fallback;
+}
+
+size_t mib_arg(int argc, char** argv) {
+  return strtoull(option(argc, argv, "--mib", "16"), nullptr, 10);
 }
 
 int cold_hot(size_t mib) {
@@ -148,15 +158,20 @@ int cold_hot(size_t mib) {
   return bad == 0 ? 0 : 1;
 }
 
-int willneed(size_t mib, bool hint) {
-  const size_t bytes = mib * kMiB;
-  unsigned char* data = allocate(bytes);
-  fill(data, bytes, 5);
-  // Twice the data again pushes it out, then is freed so there is room to bring it back.
+// Pushes `bytes` of earlier data out (under a limit of twice that), then frees the pressure.
+void push_out(size_t bytes) {
   unsigned char* pressure = allocate(3 * bytes);
   fill(pressure, 3 * bytes, 6);
   free(pressure);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
+}
+
+int willneed(size_t mib, bool hint) {
+  const size_t bytes = mib * kMiB;
+  unsigned char* data = allocate(bytes);
+  fill(data, bytes, 5);
+  // Freed after, so there is room to bring the data back.
+  push_out(bytes);
   const size_t pages = bytes / kPage;
   const size_t resident_before = resident_pages(data, bytes);
   const extmem_stats before = stats();
@@ -185,11 +200,75 @@ int willneed(size_t mib, bool hint) {
   return bad == 0 ? 0 : 1;
 }
 
+void print_stats(const extmem_stats& s);
+void wait_to_be_stopped();
+
+int read_back(size_t mib, const std::string& order, size_t stride) {
+  const size_t bytes = mib * kMiB;
+  const size_t pages = bytes / kPage;
+  unsigned char* data = allocate(bytes);
+  fill(data, bytes, 5);
+  push_out(bytes);
+  const size_t resident_before = resident_pages(data, bytes);
+  std::vector<size_t> sequence;
+  if (order == "seq") {
+    for (size_t p = 0; p < pages; ++p) sequence.push_back(p);
+  } else if (order == "backward") {
+    for (size_t p = pages; p-- > 0;) sequence.push_back(p);
+  } else if (order == "stride") {
+    for (size_t p = 0; p < pages; p += stride) sequence.push_back(p);
+  } else if (order == "random") {
+    sequence.resize(pages);
+    std::iota(sequence.begin(), sequence.end(), 0);
+    std::shuffle(sequence.begin(), sequence.end(), std::mt19937_64(9));
+  } else if (order == "blocks") {
+    constexpr size_t kBlock = 128;
+    std::vector<size_t> blocks;
+    for (size_t b = 0; b < pages / kBlock; b += 2) blocks.push_back(b);
+    std::shuffle(blocks.begin(), blocks.end(), std::mt19937_64(11));
+    for (size_t b : blocks) {
+      for (size_t p = b * kBlock; p < (b + 1) * kBlock; ++p) sequence.push_back(p);
+    }
+  } else {
+    fprintf(stderr, "hints: unknown order %s\n", order.c_str());
+    exit(2);
+  }
+  auto read_sequence = [&] {
+    uint64_t bad = 0;
+    for (size_t page : sequence) {
+      uint64_t v;
+      memcpy(&v, data + page * kPage, sizeof(v));
+      bad += v != 5 * 1000003 + page;
+    }
+    return bad;
+  };
+  const extmem_stats before = stats();
+  uint64_t bad = read_sequence();
+  const extmem_stats after = stats();
+  printf("pages_read %zu evicted_before %zu read_major_faults %llu\n", sequence.size(),
+         pages - resident_before,
+         static_cast<unsigned long long>(after.major_faults - before.major_faults));
+  if (order == "blocks") {
+    // What was read ahead and not used goes out again; the blocks read come back right;
+    // then out again, so that no marker is left in memory.
+    push_out(bytes);
+    bad += read_sequence();
+    push_out(bytes);
+  } else {
+    bad += check(data, bytes, 5);
+  }
+  print_stats(stats());
+  printf("mismatches %llu\n", static_cast<unsigned long long>(bad));
+  wait_to_be_stopped();
+  return bad == 0 ? 0 : 1;
+}
+
 void print_stats(const extmem_stats& s) {
   printf(
       "size %u limit_bytes %llu resident_bytes %llu swapped_bytes %llu first_touch_faults %llu "
       "major_faults %llu evictions %llu prefetched_pages %llu hints_received %llu "
-      "hints_applied %llu hints_invalid %llu hints_ring_full %llu policy %s\n",
+      "hints_applied %llu hints_invalid %llu hints_ring_full %llu policy %s prefetch_markers %llu "
+      "prefetch_markers_used %llu\n",
       s.size, static_cast<unsigned long long>(s.limit_bytes),
       static_cast<unsigned long long>(s.resident_bytes),
       static_cast<unsigned long long>(s.swapped_bytes),
@@ -199,7 +278,9 @@ void print_stats(const extmem_stats& s) {
       static_cast<unsigned long long>(s.hints_received),
       static_cast<unsigned long long>(s.hints_applied),
       static_cast<unsigned long long>(s.hints_invalid),
-      static_cast<unsigned long long>(s.hints_ring_full), s.policy);
+      static_cast<unsigned long long>(s.hints_ring_full), s.policy,
+      static_cast<unsigned long long>(s.prefetch_markers),
+      static_cast<unsigned long long>(s.prefetch_markers_used));
 }
 
 // Stays registered (for a minute at most) while the test looks at the daemon's view.
@@ -268,7 +349,8 @@ int no_daemon() {
 int main(int argc, char** argv) {
   setvbuf(stdout, nullptr, _IOLBF, 0);
   if (argc < 2) {
-    fprintf(stderr, "usage: hints cold-hot|willneed|stats|set-policy NAME|no-daemon [--mib N]\n");
+    fprintf(stderr,
+            "usage: hints cold-hot|willneed|read-back|stats|set-policy NAME|no-daemon [--mib N]\n");
     return 2;
   }
   find_api();
@@ -277,6 +359,10 @@ int main(int argc, char** argv) {
   if (command == "willneed") return willneed(mib_arg(argc, argv), true);
   if (command == "no-willneed") return willneed(mib_arg(argc, argv), false);
   if (command == "stats") return stats_command();
+  if (command == "read-back") {
+    return read_back(mib_arg(argc, argv), option(argc, argv, "--order", "seq"),
+                     strtoull(option(argc, argv, "--stride", "16"), nullptr, 10));
+  }
   if (command == "set-policy" && argc >= 3) return set_policy(argv[2]);
   if (command == "no-daemon") return no_daemon();
   fprintf(stderr, "hints: unknown command %s\n", argv[1]);

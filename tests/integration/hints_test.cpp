@@ -125,7 +125,7 @@ TEST(Hints, GetStatsMatchesTheControlPlane) {
   ASSERT_TRUE(view.has_value()) << daemon.log();
   EXPECT_THAT(r.out, HasSubstr("mismatches 0"));
   const v1::Counters& c = view->counters();
-  EXPECT_EQ(number_after(r.out, "size"), 136u);  // sizeof(struct extmem_stats)
+  EXPECT_EQ(number_after(r.out, "size"), 152u);  // sizeof(struct extmem_stats)
   EXPECT_EQ(number_after(r.out, "limit_bytes"), view->effective_limit_bytes());
   EXPECT_EQ(number_after(r.out, "resident_bytes"), view->resident_bytes());
   EXPECT_EQ(number_after(r.out, "swapped_bytes"), view->swapped_bytes());

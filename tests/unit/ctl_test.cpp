@@ -309,16 +309,27 @@ TEST(CtlFormat, ClientDetailShowsEveryCounter) {
   c.set_swap_clusters(3);
   c.mutable_counters()->set_major_faults(77);
   c.mutable_counters()->set_over_limit(5);
+  c.mutable_counters()->set_prefetch_markers(200);
+  c.mutable_counters()->set_prefetch_markers_used(187);
+  c.mutable_counters()->set_prefetch_markers_unused(9);
   c.mutable_fault_latency()->set_p99_us(128);
   const std::string text = client_detail(c);
   for (const char* line :
        {"pid            1234\n", "user           root (uid 0, gid 0)\n",
         "limit          64.0 MiB (rule at line 12)\n", "effective      32.0 MiB\n",
         "min            16.0 MiB\n", "weight         100\n", "swap clusters  3 (6.0 MiB)\n",
-        "  major_faults        77\n", "  over_limit          5\n", "  first_touch_faults  0\n",
-        "p99 128 us"}) {
+        "  major_faults             77\n", "  over_limit               5\n",
+        "  first_touch_faults       0\n", "p99 128 us",
+        "prefetch       accuracy 93% (187 of 200 read-ahead markers used, 9 evicted or freed "
+        "unused)\n",
+        "  prefetch_markers_used    187\n"}) {
     EXPECT_NE(text.find(line), std::string::npos) << line << " in\n" << text;
   }
+}
+
+TEST(CtlFormat, ClientDetailSaysWhenNoMarkerWasPlaced) {
+  const std::string text = client_detail(Client(1, 0, "random", 0, 0, kMiB));
+  EXPECT_NE(text.find("prefetch       no read-ahead markers placed\n"), std::string::npos) << text;
 }
 
 TEST(CtlFormat, SnapshotSortsByResident) {

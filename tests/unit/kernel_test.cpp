@@ -341,6 +341,26 @@ TEST(MemfdTest, ReadAtPastTheEndReadsNothing) {
   EXPECT_EQ(n.value(), 0u);
 }
 
+TEST(MemfdTest, WriteAtFillsAHoleAndKeepsTheRest) {
+  Result<Memfd> memfd = Memfd::create("extmem-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_TRUE(memfd.ok());
+  ASSERT_TRUE(memfd->truncate(3 * kPage).ok());
+  const std::vector<char> page(kPage, 'M');
+  Result<size_t> n = memfd->write_at(page.data(), kPage, kPage);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n.value(), kPage);
+  std::vector<char> buf(kPage, 'X');
+  ASSERT_TRUE(memfd->read_at(buf.data(), kPage, kPage).ok());
+  EXPECT_EQ(buf, page);
+  ASSERT_TRUE(memfd->read_at(buf.data(), kPage, 2 * kPage).ok());
+  EXPECT_EQ(buf, std::vector<char>(kPage, '\0'));
+  // A sealed file refuses, with errno.
+  ASSERT_TRUE(memfd->add_seals(F_SEAL_WRITE).ok());
+  Result<size_t> sealed = memfd->write_at(page.data(), kPage, 0);
+  ASSERT_FALSE(sealed.ok());
+  EXPECT_EQ(sealed.error().code(), EPERM);
+}
+
 TEST(MemfdTest, ErrorsCarryErrnoAndContext) {
   Result<Memfd> memfd = Memfd::create("extmem-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   ASSERT_TRUE(memfd.ok());

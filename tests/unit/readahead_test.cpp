@@ -118,6 +118,152 @@ TEST(ReadaheadTest, AdviceOverridesTheWindow) {
   EXPECT_EQ(r.on_fault(1, 101 + Readahead::kMaxWindow, AccessPattern::kRandom).window, 1u);
 }
 
+// Faults of thread 1 at `first`, first+stride, ... (`faults` of them), each reading its
+// page alone and `ahead` strided pages ahead once a stride is confirmed; returns the last
+// decision.
+Readahead::Decision stride_walk(Readahead& r, uint64_t first, int64_t stride, int faults) {
+  Readahead::Decision d{};
+  uint64_t page = first;
+  for (int i = 0; i < faults; ++i) {
+    d = r.on_fault(1, page);
+    r.on_read(1, page, 1);
+    r.on_stride_read(1, d.stride_pages);
+    page += static_cast<uint64_t>(stride * static_cast<int64_t>(d.stride_pages + 1));
+  }
+  return d;
+}
+
+TEST(ReadaheadTest, ThreeFaultsAtOneStrideConfirmIt) {
+  Readahead r;
+  EXPECT_EQ(r.on_fault(1, 1000).stride, 0);
+  r.on_read(1, 1000, 1);
+  EXPECT_EQ(r.on_fault(1, 1016).stride, 0);
+  r.on_read(1, 1016, 1);
+  const Readahead::Decision d = r.on_fault(1, 1032);
+  EXPECT_EQ(d.stride, 16);
+  EXPECT_EQ(d.stride_pages, Readahead::kFirstStrideDepth);
+  EXPECT_EQ(d.window, 1u);  // its neighbours are not what it reads next
+}
+
+TEST(ReadaheadTest, StrideDepthGrowsWhileTheThreadUsesThePagesReadAhead) {
+  Readahead r;
+  std::vector<uint64_t> depths;
+  uint64_t page = 1000;
+  for (int i = 0; i < 10; ++i) {
+    const Readahead::Decision d = r.on_fault(1, page);
+    depths.push_back(d.stride_pages);
+    r.on_read(1, page, 1);
+    r.on_stride_read(1, d.stride_pages);
+    page += 7 * (d.stride_pages + 1);  // past every page read ahead
+  }
+  EXPECT_EQ(depths[0], 0u);
+  EXPECT_EQ(depths[1], 0u);
+  EXPECT_EQ(depths[2], Readahead::kFirstStrideDepth);
+  EXPECT_EQ(depths[3], 2 * Readahead::kFirstStrideDepth);
+  EXPECT_EQ(depths.back(), Readahead::kMaxStrideDepth);
+}
+
+TEST(ReadaheadTest, APageReadAheadFaultingAgainHalvesTheStrideDepth) {
+  Readahead r;
+  const Readahead::Decision d = stride_walk(r, 1000, 10, 4);
+  ASSERT_EQ(d.stride, 10);
+  ASSERT_EQ(d.stride_pages, 2 * Readahead::kFirstStrideDepth);
+  // The last fault was at 1000 + 10 + 10 + 50; the thread faults two steps on: the second
+  // page read ahead was evicted before it got there.
+  const Readahead::Decision miss = r.on_fault(1, 1070 + 20);
+  EXPECT_EQ(miss.stride, 10);
+  EXPECT_EQ(miss.stride_pages, Readahead::kFirstStrideDepth);
+}
+
+TEST(ReadaheadTest, BackwardSequentialIsAStride) {
+  Readahead r;
+  const Readahead::Decision d = stride_walk(r, 5000, -1, 3);
+  EXPECT_EQ(d.stride, -1);
+  EXPECT_EQ(d.stride_pages, Readahead::kFirstStrideDepth);
+  EXPECT_EQ(stride_walk(r, 90000, -Readahead::kMaxStride, 3).stride, -Readahead::kMaxStride);
+}
+
+TEST(ReadaheadTest, StridesBeyondTheMaximumAreNotFollowed) {
+  Readahead r;
+  const Readahead::Decision d = stride_walk(r, 1000, Readahead::kMaxStride + 1, 6);
+  EXPECT_EQ(d.stride, 0);
+  EXPECT_EQ(d.stride_pages, 0u);
+}
+
+TEST(ReadaheadTest, ASequentialReaderIsNoStride) {
+  Readahead r;
+  uint64_t page = 1000;
+  for (int i = 0; i < 20; ++i) {
+    const Readahead::Decision d = r.on_fault(1, page);
+    EXPECT_EQ(d.stride, 0) << i;
+    r.on_read(1, page, d.window);
+    page += d.window;  // windows of 256 pages, a constant step
+  }
+}
+
+TEST(ReadaheadTest, AFaultOffTheStrideEndsIt) {
+  Readahead r;
+  ASSERT_EQ(stride_walk(r, 1000, 32, 3).stride, 32);
+  r.on_stride_read(1, 0);
+  EXPECT_EQ(r.on_fault(1, 777777).stride, 0);
+  r.on_read(1, 777777, 1);
+  // A new stride needs three faults again.
+  EXPECT_EQ(r.on_fault(1, 777777 + 40).stride, 0);
+}
+
+TEST(ReadaheadTest, RandomAdviceReadsNoStride) {
+  Readahead r;
+  stride_walk(r, 1000, 32, 3);
+  // Without the advice, a fault past the pages read ahead would keep to the stride.
+  EXPECT_EQ(r.on_fault(1, 1064 + 32 * 5, AccessPattern::kRandom).stride, 0);
+}
+
+TEST(ReadaheadTest, AMarkerHitGrowsTheWindowAndItsReadContinuesTheStream) {
+  Readahead r;
+  walk(r, 1, 1000, 4);  // windows 1 2 4 8: the last read was [1007, 1015)
+  EXPECT_EQ(r.on_marker_hit(1), 16u);
+  r.on_async_read(1, 1015, 16);
+  EXPECT_EQ(r.on_marker_hit(1), 32u);
+  r.on_async_read(1, 1031, 32);
+  // The thread outran its read-ahead: its fault where the reads ended is sequential.
+  const Readahead::Decision d = r.on_fault(1, 1063);
+  EXPECT_EQ(d.window, 64u);
+  EXPECT_EQ(d.hits, 7u + 16u + 32u);
+}
+
+TEST(ReadaheadTest, AMarkerEvictedUnusedHalvesTheWindow) {
+  Readahead r;
+  walk(r, 1, 1000, 6);  // the last window: 32
+  r.on_marker_unused(1);
+  EXPECT_EQ(r.on_marker_hit(1), 32u);  // 16, doubled
+  r.on_marker_unused(2);               // no such stream: nothing
+  EXPECT_EQ(r.on_marker_hit(1), 64u);
+}
+
+TEST(ReadaheadMarkersTest, TakeRemovesAndForgetClearsARange) {
+  ReadaheadMarkers m;
+  EXPECT_TRUE(m.place(10, {1, 20}));
+  EXPECT_TRUE(m.place(30, {2, 40}));
+  EXPECT_TRUE(m.place(50, {3, 60}));
+  EXPECT_FALSE(m.take(11).has_value());
+  const auto taken = m.take(10);
+  ASSERT_TRUE(taken.has_value());
+  EXPECT_EQ(taken->tid, 1u);
+  EXPECT_EQ(taken->next, 20u);
+  EXPECT_FALSE(m.take(10).has_value());
+  EXPECT_EQ(m.forget(30, 20), 1u);  // [30, 50)
+  EXPECT_EQ(m.size(), 1u);
+  EXPECT_EQ(m.forget(0, UINT64_MAX), 1u);
+  EXPECT_TRUE(m.empty());
+}
+
+TEST(ReadaheadMarkersTest, IsBounded) {
+  ReadaheadMarkers m;
+  for (uint64_t p = 0; p < ReadaheadMarkers::kMaxMarkers; ++p) ASSERT_TRUE(m.place(p, {1, p + 1}));
+  EXPECT_FALSE(m.place(ReadaheadMarkers::kMaxMarkers, {1, 0}));
+  EXPECT_EQ(m.size(), ReadaheadMarkers::kMaxMarkers);
+}
+
 TEST(RangeAdviceTest, LaterAdviceReplacesEarlierWhereTheyOverlap) {
   RangeAdvice advice;
   advice.set(100, 100, AccessPattern::kSequential);

@@ -261,6 +261,28 @@ TEST(WireTest, RequestsAfterRegistrationRoundTripAllFields) {
   ASSERT_EQ(DecodeFrame(Encode(stats), MsgType::kStats, &out), DecodeError::kOk);
   EXPECT_EQ(memcmp(&out, &stats, offsetof(Stats, policy)), 0);
   EXPECT_STREQ(out.policy, "clock");
+  EXPECT_FALSE(out.marker_counters);
+}
+
+TEST(WireTest, StatsCarryTheMarkerCountersOnlyWhenAskedFor) {
+  Stats stats;
+  stats.prefetch_markers = 40;
+  stats.prefetch_markers_used = 38;
+  // For a shim that did not ask (an older one, which rejects trailing bytes): not sent.
+  const Frame plain = Encode(stats);
+  stats.marker_counters = true;
+  const Frame extended = Encode(stats);
+  EXPECT_EQ(extended.size(), plain.size() + 16);
+  Stats out;
+  ASSERT_EQ(DecodeFrame(extended, MsgType::kStats, &out), DecodeError::kOk);
+  EXPECT_TRUE(out.marker_counters);
+  EXPECT_EQ(out.prefetch_markers, 40u);
+  EXPECT_EQ(out.prefetch_markers_used, 38u);
+  // From an older daemon: they read as zero.
+  Stats old;
+  ASSERT_EQ(DecodeFrame(plain, MsgType::kStats, &old), DecodeError::kOk);
+  EXPECT_FALSE(old.marker_counters);
+  EXPECT_EQ(old.prefetch_markers, 0u);
 }
 
 // A Hello payload whose policy string is `policy` byte for byte, length prefix included.

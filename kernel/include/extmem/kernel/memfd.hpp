@@ -30,6 +30,8 @@ class Memfd {
   // Frees the pages and unmaps them from every process that maps them.
   Result<void> punch_hole(uint64_t offset, uint64_t len) noexcept;
   Result<size_t> read_at(void* buf, size_t len, uint64_t offset) const noexcept;
+  // Writes through the file: the pages enter the page cache without being mapped anywhere.
+  Result<size_t> write_at(const void* buf, size_t len, uint64_t offset) noexcept;
   // The first offset >= `offset` with data (SEEK_DATA) or in a hole (SEEK_HOLE); the
   // file's size when there is none.
   Result<uint64_t> next_data(uint64_t offset) const noexcept;

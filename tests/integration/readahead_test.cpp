@@ -1,0 +1,128 @@
+// Swap-in read-ahead end to end: a real extmemd with a swap file and real clients reading
+// evicted memory back in several orders (extmem-hints read-back). Every run checks every
+// page's data; the counters come from the control plane.
+#include <signal.h>
+
+#include <chrono>
+#include <optional>
+#include <regex>
+
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "extmem/v1/control.grpc.pb.h"
+#include "harness.hpp"
+
+namespace extmem::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+uint64_t number_after(const std::string& text, const std::string& key) {
+  std::smatch m;
+  if (!std::regex_search(text, m, std::regex("\\b" + key + " (\\d+)"))) {
+    ADD_FAILURE() << "no " << key << " in: " << text;
+    return 0;
+  }
+  return std::stoull(m[1]);
+}
+
+struct ReadBack {
+  ProcessResult result;
+  v1::Counters counters;  // the control plane's, after the read
+};
+
+// 16 MiB written, pushed out under a 32 MiB limit, then read back in `order`.
+ReadBack read_back(const std::string& order, const std::vector<std::string>& extra = {}) {
+  ScratchDir dir;
+  Daemon daemon(dir,
+                {"--swap", dir.file("swapfile"), "--swap-size", "512M", "--fault-threads", "2"});
+  ClientOptions options = client_options(daemon);
+  options.env["EXTMEM_DRAM"] = "32M";
+  std::vector<std::string> argv = {hints_path(dir), "read-back", "--mib", "16", "--order", order};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  Started client = start_process(dir, argv, options);
+  ReadBack out;
+  const bool ready = wait_for_output(client, "ready", 60s);
+  std::optional<v1::ClientStats> view;
+  if (ready) {
+    auto stub = v1::Control::NewStub(
+        grpc::CreateChannel("unix:" + daemon.control_path(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::GetClientRequest request;
+    request.mutable_client()->set_pid(client.pid);
+    v1::GetClientResponse response;
+    if (stub->GetClient(&context, request, &response).ok() && response.clients_size() == 1) {
+      view = response.clients(0);
+    }
+  }
+  kill(client.pid, SIGTERM);
+  out.result = wait_process(client, 30s);
+  EXPECT_TRUE(ready) << describe(out.result) << "\n--- daemon log\n" << daemon.log();
+  EXPECT_TRUE(view.has_value()) << daemon.log();
+  EXPECT_THAT(out.result.out, HasSubstr("mismatches 0")) << describe(out.result);
+  if (view) out.counters = view->counters();
+  return out;
+}
+
+TEST(Readahead, SequentialReaderUsesItsMarkers) {
+  const ReadBack r = read_back("seq");
+  const v1::Counters& c = r.counters;
+  ASSERT_GT(number_after(r.result.out, "evicted_before"), 3000u) << r.result.out;
+  // The window grows to its maximum, so 16 MiB take a few dozen markers; the reader
+  // walks over each.
+  EXPECT_GE(c.prefetch_markers(), 8u) << c.DebugString();
+  EXPECT_GE(c.prefetch_markers_used() * 10, c.prefetch_markers() * 9) << c.DebugString();
+  EXPECT_LE(c.prefetch_markers_used() + c.prefetch_markers_unused(), c.prefetch_markers());
+  // The application sees the same (extmem_get_stats).
+  EXPECT_EQ(number_after(r.result.out, "prefetch_markers"), c.prefetch_markers()) << r.result.out;
+  EXPECT_EQ(number_after(r.result.out, "prefetch_markers_used"), c.prefetch_markers_used());
+  // Markers start the next read early: most of the data comes without a major fault
+  // (without them, the window alone: 20 or more).
+  EXPECT_LE(number_after(r.result.out, "read_major_faults"), 12u) << r.result.out;
+}
+
+TEST(Readahead, RandomReaderPlacesFewMarkers) {
+  const ReadBack r = read_back("random");
+  const v1::Counters& c = r.counters;
+  const uint64_t pages = number_after(r.result.out, "pages_read");
+  ASSERT_GT(number_after(r.result.out, "evicted_before"), 3000u) << r.result.out;
+  // Its faults rarely continue one another: reads stay single pages, without markers.
+  EXPECT_LE(c.prefetch_markers(), pages / 100) << c.DebugString();
+  EXPECT_GE(number_after(r.result.out, "read_major_faults"), pages / 2) << r.result.out;
+}
+
+TEST(Readahead, MarkersOfRunsReadInVainAreEvictedUnused) {
+  // Every other block of 128 pages, in random order: each block's marker starts a read of
+  // the pages after it, which the reader never wants; pressure then evicts them.
+  const ReadBack r = read_back("blocks");
+  const v1::Counters& c = r.counters;
+  ASSERT_GT(c.prefetch_markers(), 16u) << c.DebugString();
+  EXPECT_GT(c.prefetch_markers_unused(), 0u) << c.DebugString();
+  EXPECT_LT(c.prefetch_markers_used() * 10, c.prefetch_markers() * 8) << c.DebugString();
+  // Everything was pushed out after the read: every marker was used or evicted.
+  EXPECT_EQ(c.prefetch_markers_used() + c.prefetch_markers_unused(), c.prefetch_markers())
+      << c.DebugString();
+}
+
+TEST(Readahead, StridedReaderTakesFarFewerMajorFaultsThanPagesItReads) {
+  const ReadBack r = read_back("stride", {"--stride", "16"});
+  const uint64_t pages = number_after(r.result.out, "pages_read");
+  ASSERT_EQ(pages, 256u) << r.result.out;
+  ASSERT_GT(number_after(r.result.out, "evicted_before"), 3000u) << r.result.out;
+  // Without stride detection: one major fault per page read.
+  EXPECT_LE(number_after(r.result.out, "read_major_faults"), pages / 4) << r.result.out;
+}
+
+TEST(Readahead, BackwardReaderTakesFarFewerMajorFaultsThanPagesItReads) {
+  const ReadBack r = read_back("backward");
+  const uint64_t pages = number_after(r.result.out, "pages_read");
+  ASSERT_GT(number_after(r.result.out, "evicted_before"), 3000u) << r.result.out;
+  EXPECT_LE(number_after(r.result.out, "read_major_faults"), pages / 8) << r.result.out;
+}
+
+}  // namespace
+}  // namespace extmem::testing
