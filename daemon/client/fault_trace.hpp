@@ -51,17 +51,18 @@ class FaultTraceEncoder {
 // Decodes a whole trace; EINVAL with the offset when it is not one.
 Result<std::vector<FaultRecord>> decode_fault_trace(std::string_view bytes);
 
-// A trace file being written; flushed every 64 KiB and when destroyed. A failed write is
-// logged once and ends the recording (the file keeps what was written before).
+// A trace file being written; flushed every 64 KiB, when asked and when destroyed. A
+// failed write is logged once and ends the recording (the file keeps what was written
+// before).
 class FaultTraceFile {
  public:
   static Result<std::unique_ptr<FaultTraceFile>> create(const std::string& dir, int pid);
   ~FaultTraceFile();
   void add(const FaultRecord& r);
+  void flush();
 
  private:
   FaultTraceFile() = default;
-  void flush();
   std::string path_;
   std::ofstream out_;
   FaultTraceEncoder encoder_;

@@ -236,7 +236,7 @@ bool place_marker(Client& client, const SwapIn& read, uint64_t page, Pager& page
     return false;
   }
   settle_mapped(client, page, 1, read.dirty, pager);
-  client.markers.place(page, {read.tid, read.first + read.pages});
+  client.markers.place(page, {read.tid, read.first + read.pages, read.dirty});
   client.counters().prefetch_markers++;
   // Threads that faulted on it while it was read fault again and find it.
   wake(client, read.addr + (page - read.first) * kPageSize, kPageSize);
@@ -307,9 +307,10 @@ std::unique_ptr<SwapIn> new_read(Client& client, uint64_t first, uint64_t pages,
 }
 
 // Reads `pages` (ascending, evicted, none in flight) ahead of use, one read per run of
-// neighbours in one chunk, mapped clean; appends them to `reads`.
+// neighbours in one chunk, mapped writable (`dirty`, for a writer) or clean; appends them
+// to `reads`.
 void read_pages_ahead(Client& client, const Segment& segment, const std::vector<uint64_t>& pages,
-                      std::vector<std::unique_ptr<SwapIn>>* reads, Pager& pager) {
+                      bool dirty, std::vector<std::unique_ptr<SwapIn>>* reads, Pager& pager) {
   for (size_t i = 0; i < pages.size();) {
     size_t end = i + 1;
     while (end < pages.size() && pages[end] == pages[end - 1] + 1 &&
@@ -317,7 +318,7 @@ void read_pages_ahead(Client& client, const Segment& segment, const std::vector<
       ++end;
     }
     const uintptr_t addr = segment.start + (pages[i] * kPageSize - segment.offset);
-    if (auto read = new_read(client, pages[i], end - i, addr, false, pager)) {
+    if (auto read = new_read(client, pages[i], end - i, addr, dirty, pager)) {
       reads->push_back(std::move(read));
     }
     i = end;
@@ -347,7 +348,7 @@ void read_stride_ahead(Client& client, const MajorFault& fault, const Segment& s
     pages.push_back(page);
   }
   std::sort(pages.begin(), pages.end());
-  read_pages_ahead(client, segment, pages, reads, pager);
+  read_pages_ahead(client, segment, pages, fault.write, reads, pager);
   client.readahead.on_stride_read(fault.tid, ahead);
 }
 
@@ -564,8 +565,9 @@ void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client, ui
     ++last;
   }
   if (last == first) return;
-  auto read = new_read(client, first, last - first,
-                       segment->start + (first * kPageSize - segment->offset), false, pager);
+  auto read =
+      new_read(client, first, last - first, segment->start + (first * kPageSize - segment->offset),
+               marker->dirty, pager);
   if (!read) return;
   read->readahead = true;
   read->tid = marker->tid;
@@ -578,31 +580,46 @@ void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client, ui
 // A minor fault: the page is in the memfd, its PTE removed by an access reset to learn
 // whether it is still used. A thread walking through such pages (a scan of a resident
 // range) would take a round trip per page, so, as the kernel's fault-around does, the
-// page's neighbours in the same state are mapped with it, as many as the thread's window,
-// which grows while its minor faults continue where its last mapping ended (Readahead's
-// rule) and is one page for random faults. They count as accessed. A clean run stays
-// write-protected, so its first write is seen. A read-ahead marker ends the run: its own
-// fault is what starts its stream's next read.
+// page's resident neighbours are mapped with it, as many as the thread's window, which
+// grows while its minor faults continue where its last mapping ended (Readahead's rule)
+// and is one page for random faults. They count as accessed. Clean pages stay
+// write-protected, so their first write is seen: each run of one state is one
+// UFFDIO_CONTINUE, which stops at the first page still mapped. A read-ahead marker ends
+// the run: its own fault is what starts its stream's next read. A marker's fault maps the
+// marker alone and leaves the window be: it lies inside a mapped run, so it says nothing
+// about where the thread's next reset page is.
 Result<kernel::Outcome> continue_around(Client& client, const Segment& segment, uintptr_t addr,
-                                        uint64_t page, uint32_t tid, PageState state) {
-  const Readahead::Decision d =
-      client.fault_around.on_fault(tid, page, client.access_advice.at(page));
-  const uint64_t segment_end = (segment.offset + segment.len) / kPageSize;
-  uint64_t pages = 1;
-  while (pages < d.window && page + pages < segment_end &&
-         client.pages.state(page + pages) == state && !client.markers.contains(page + pages)) {
-    ++pages;
+                                        uint64_t page, uint32_t tid) {
+  const bool marker = client.markers.contains(page);
+  const uint64_t window =
+      marker ? 1 : client.fault_around.on_fault(tid, page, client.access_advice.at(page)).window;
+  const uint64_t end = std::min(page + window, (segment.offset + segment.len) / kPageSize);
+  uint64_t mapped = 0;
+  kernel::Outcome first_outcome = kernel::Outcome::kDone;
+  while (page + mapped < end) {
+    const uint64_t first = page + mapped;
+    const PageState state = client.pages.state(first);
+    if (!is_resident(state) || (mapped > 0 && client.markers.contains(first))) break;
+    uint64_t run = 1;
+    while (first + run < end && client.pages.state(first + run) == state &&
+           !client.markers.contains(first + run)) {
+      ++run;
+    }
+    auto filled = client.uffd().continue_pages(
+        addr + mapped * kPageSize, run * kPageSize,
+        state == PageState::kResidentClean ? kernel::kContinueModeWp : 0);
+    if (!filled) {
+      if (mapped == 0) return filled.error();
+      break;
+    }
+    if (mapped == 0) first_outcome = filled->outcome;
+    mapped += filled->filled / kPageSize;
+    if (filled->filled != run * kPageSize) break;
   }
-  auto filled = client.uffd().continue_pages(
-      addr, pages * kPageSize, state == PageState::kResidentClean ? kernel::kContinueModeWp : 0);
-  if (!filled) return filled.error();
-  // A page of the run already mapped (never reset) ends it: the thread reaches it without
-  // a fault.
-  const uint64_t mapped = filled->filled / kPageSize;
   for (uint64_t p = page; p < page + mapped; ++p) client.policy->on_access(p);
   if (mapped > 1) client.counters().fault_around_pages += mapped - 1;
-  client.fault_around.on_read(tid, page, std::max<uint64_t>(mapped, 1));
-  return mapped > 0 ? kernel::Outcome::kDone : filled->outcome;
+  if (!marker) client.fault_around.on_read(tid, page, std::max<uint64_t>(mapped, 1));
+  return mapped > 0 ? kernel::Outcome::kDone : first_outcome;
 }
 
 // Resolves a fault, except one on an evicted page, which is added to `majors` to be read
@@ -648,8 +665,7 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
       Result<kernel::Outcome> resolved = kernel::Outcome::kAlreadyPresent;
       if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
         client.counters().minor_faults++;
-        resolved =
-            continue_around(client, *segment, addr, page, msg.arg.pagefault.feat.ptid, state);
+        resolved = continue_around(client, *segment, addr, page, msg.arg.pagefault.feat.ptid);
       } else if (flags & UFFD_PAGEFAULT_FLAG_WP) {
         // The first write to a clean page (or protection left over from an abandoned
         // eviction): its swap copy is stale from now on.

@@ -320,6 +320,12 @@ void FaultLoop::release(uint64_t id, const char* reason) {
   // An application that only closed its socket (exec, or a bug) still has its arena
   // registered; hand it back to the kernel so nothing waits on a daemon that left it.
   if (!client->exited()) client->unregister_arena();
+  {
+    // Complete on disk when the departure is logged; reads still in flight may keep the
+    // client, and so the file, open a while longer.
+    std::lock_guard lock(client->mu);
+    if (client->fault_trace) client->fault_trace->flush();
+  }
   spdlog::info("client {} {}: {}", client->identity().pid, reason, client->describe());
 }
 

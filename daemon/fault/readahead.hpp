@@ -45,8 +45,9 @@ class ReadaheadMarkers {
  public:
   static constexpr size_t kMaxMarkers = 4096;
   struct Marker {
-    uint32_t tid;   // the stream (faulting thread) whose read placed it
-    uint64_t next;  // the first page after that read
+    uint32_t tid;        // the stream (faulting thread) whose read placed it
+    uint64_t next;       // the first page after that read
+    bool dirty = false;  // that read was for a write: the next one maps writable too
   };
   // False (nothing placed) when full.
   bool place(uint64_t page, Marker marker);

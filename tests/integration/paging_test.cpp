@@ -90,19 +90,16 @@ TEST(Paging, WritesToPagesBeingEvictedAreNeverLost) {
 TEST(Paging, ScansOfResetPagesAreMappedInRuns) {
   ScratchDir dir;
   Daemon daemon(dir, daemon_args(dir));
-  ProcessResult r =
-      run_paging(dir, {"rescan", "--mib", "16", "--seconds", "8"}, paging_client(daemon, "48M"));
+  ProcessResult r = run_paging(dir, {"rescan", "--mib", "16", "--seconds", "8"},
+                               paging_client(daemon, "48M"));
   ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
   EXPECT_NE(r.out.find("mismatches 0"), std::string::npos) << r.out;
   if (daemon.log().find("access tracking off") != std::string::npos) {
     GTEST_SKIP() << "kernel swap is on, so extmemd resets no access bits";
   }
-  const uint64_t minor = departed_counter(daemon, 0, "minor");
-  const uint64_t around = departed_counter(daemon, 0, "fault_around_pages");
-  // The scans met many reset pages (16 MiB is 4096 pages a scan), and mapped most of them
-  // with a neighbour's fault.
-  EXPECT_GT(minor + around, 4096u) << r.out << daemon.log();
-  EXPECT_GT(around, 8 * minor) << r.out << daemon.log();
+  // Measured: 8-12k pages mapped with a neighbour's minor fault; none without
+  // fault-around, when every reset page of the 16 MiB (4096 pages) costs its own fault.
+  EXPECT_GE(departed_counter(daemon, 0, "fault_around_pages"), 4096u) << r.out << daemon.log();
 }
 
 // Nice values of the daemon's threads, by thread name (several threads may share one).
