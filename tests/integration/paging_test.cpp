@@ -90,8 +90,8 @@ TEST(Paging, WritesToPagesBeingEvictedAreNeverLost) {
 TEST(Paging, ScansOfResetPagesAreMappedInRuns) {
   ScratchDir dir;
   Daemon daemon(dir, daemon_args(dir));
-  ProcessResult r = run_paging(dir, {"rescan", "--mib", "16", "--seconds", "8"},
-                               paging_client(daemon, "48M"));
+  ProcessResult r =
+      run_paging(dir, {"rescan", "--mib", "16", "--seconds", "8"}, paging_client(daemon, "48M"));
   ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
   EXPECT_NE(r.out.find("mismatches 0"), std::string::npos) << r.out;
   if (daemon.log().find("access tracking off") != std::string::npos) {
