@@ -764,6 +764,27 @@ plot "$RESULTS/ts-extmem.dat" using 1:2 with linespoints title "extmem ($POLICY)
      "$RESULTS/ts-kernel.dat" using 1:2 with linespoints title "kernel swap"
 EOF
   fi
+  # PageRank: median seconds per iteration of each configuration that passed.
+  if [[ -s $RESULTS/pagerank.md ]]; then
+    awk -F'|' '$2 ~ /[a-z]/ && $3 ~ /^ *[0-9.]+ *$/ { gsub(/ /, "", $2); print $2, $3 + 0 }' \
+      "$RESULTS/pagerank.md" > "$RESULTS/pagerank.dat"
+    PR_TITLE=$(sed -n 's/^PageRank .*: footprint \(.*\)$/footprint \1/p' "$RESULTS/pagerank.md")
+    if [[ -s $RESULTS/pagerank.dat ]]; then
+      gnuplot <<EOF 2>> "$RESULTS/gnuplot.log" && PLOT_FILES+=("$PLOTS/bench-pagerank.png")
+set terminal png size 700,400 font ",10"
+set output "$PLOTS/bench-pagerank.png"
+set title "PageRank, $THREADS threads, $PR_TITLE"
+set style data histograms
+set style fill solid 0.8 border -1
+set boxwidth 0.7
+set ylabel "median seconds per iteration (lower is better)"
+set yrange [0:*]
+set grid ytics
+set key off
+plot "$RESULTS/pagerank.dat" using 2:xtic(1)
+EOF
+    fi
+  fi
   ((${#PLOT_FILES[@]})) && log "plots: ${PLOT_FILES[*]}"
 fi
 
