@@ -1,4 +1,6 @@
 // extmemd: a thin main over the daemon library.
+#include <malloc.h>
+
 #include <cstdio>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -10,6 +12,11 @@
 
 int main(int argc, char** argv) {
   using namespace extmem;
+  // Swap-in read buffers (up to 1 MiB each) are allocated and freed at I/O rates. glibc
+  // raises its mmap threshold past freed ones and then keeps them in its heaps: 77 MiB of
+  // RSS after a sequential read, against 25 MiB with buffers this large always mapped
+  // and returned to the kernel when freed.
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   daemon::OptionsErrorSource error_source = daemon::OptionsErrorSource::kCommandLine;
   auto options =
       daemon::load_options(std::vector<std::string>(argv + 1, argv + argc), &error_source);
