@@ -19,7 +19,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -28,7 +27,12 @@
 #include <thread>
 #include <vector>
 
+#include "cli.hpp"
+
 namespace {
+
+using extmem::bench::die;
+using extmem::bench::parse_count;
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kWindowPages = (2u << 20) / kPage;  // 2 MiB windows
@@ -69,17 +73,6 @@ const char* pattern_name(Pattern p) {
       return "stride";
   }
   return "?";
-}
-
-[[noreturn, gnu::format(printf, 1, 2)]] void die(const char* fmt, ...) {
-  fflush(stdout);
-  va_list args;
-  va_start(args, fmt);
-  fputs("extmem-mmapbench: ", stderr);
-  vfprintf(stderr, fmt, args);
-  fputc('\n', stderr);
-  va_end(args);
-  exit(1);
 }
 
 void usage(FILE* out) {
@@ -150,16 +143,6 @@ bool parse_size(const char* text, uint64_t* out) {
   return true;
 }
 
-uint64_t parse_number(const std::string& opt, const char* text, uint64_t max) {
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long v = strtoull(text, &end, 10);
-  if (errno != 0 || end == text || *end != '\0' || *text == '-' || v > max) {
-    die("%s needs a number up to %" PRIu64 ", not '%s'", opt.c_str(), max, text);
-  }
-  return v;
-}
-
 struct Args {
   uint64_t size = 1ULL << 30;
   unsigned threads = 2;
@@ -189,7 +172,7 @@ Args parse_args(int argc, char** argv) {
     if (opt == "--size") {
       if (!parse_size(v, &a.size)) die("--size needs a size such as 512M or 2G, not '%s'", v);
     } else if (opt == "--threads") {
-      a.threads = static_cast<unsigned>(parse_number(opt, v, 1024));
+      a.threads = static_cast<unsigned>(parse_count(opt.c_str(), v, 0, 1024));
     } else if (opt == "--pattern") {
       const std::string p = v;
       if (p == "seq") {
@@ -234,9 +217,9 @@ Args parse_args(int argc, char** argv) {
         die("--seconds needs a positive number, not '%s'", v);
       }
     } else if (opt == "--report-interval") {
-      a.report_ms = parse_number(opt, v, 3'600'000);
+      a.report_ms = parse_count(opt.c_str(), v, 0, 3'600'000);
     } else if (opt == "--seed") {
-      a.seed = parse_number(opt, v, UINT64_MAX);
+      a.seed = parse_count(opt.c_str(), v, 0, UINT64_MAX);
     } else {
       die("unknown option '%s' (see --help)", opt.c_str());
     }

@@ -18,7 +18,6 @@
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -28,18 +27,12 @@
 #include <thread>
 #include <vector>
 
+#include "cli.hpp"
+
 namespace {
 
-[[noreturn, gnu::format(printf, 1, 2)]] void die(const char* fmt, ...) {
-  fflush(stdout);
-  va_list args;
-  va_start(args, fmt);
-  fputs("extmem-pagerank: ", stderr);
-  vfprintf(stderr, fmt, args);
-  fputc('\n', stderr);
-  va_end(args);
-  exit(1);
-}
+using extmem::bench::die;
+using extmem::bench::parse_count;
 
 void usage(FILE* out) {
   fputs(
@@ -52,16 +45,6 @@ void usage(FILE* out) {
       "Prints the graph's memory footprint, one line per iteration (\"iteration I: SECONDS "
       "s\"),\nthen the checksum (sum of ranks, and a position-weighted sum).\n",
       out);
-}
-
-uint64_t parse_count(const char* opt, const char* text, uint64_t min, uint64_t max) {
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long v = strtoull(text, &end, 10);
-  if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max) {
-    die("%s needs a whole number from %" PRIu64 " to %" PRIu64 ", not '%s'", opt, min, max, text);
-  }
-  return v;
 }
 
 struct Args {

@@ -173,6 +173,15 @@ bool give_up_after_retries(Client& client, const WaitingFault& fault, const Page
   return true;
 }
 
+// Pages that may still come in under the client's limit, counting reads in flight;
+// UINT64_MAX without a limit.
+uint64_t room_for_reads(Client& client) {
+  const uint64_t limit = client.limit_pages();
+  if (limit == 0) return UINT64_MAX;
+  const uint64_t committed = client.pages.resident_pages() + client.reading.size();
+  return limit > committed ? limit - committed : 0;
+}
+
 // The most read-ahead pages one group of faults may read beyond the faulting pages.
 constexpr uint64_t kMaxPrefetchPerGroup = 1024;
 
@@ -498,11 +507,8 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
   make_room(lock, client, faults.size(), pager);
   std::sort(faults.begin(), faults.end(),
             [](const MajorFault& a, const MajorFault& b) { return a.page < b.page; });
-  uint64_t spare = kMaxPrefetchPerGroup;
-  if (const uint64_t limit = client.limit_pages(); limit != 0) {
-    const uint64_t after = client.pages.resident_pages() + client.reading.size() + faults.size();
-    spare = std::min(spare, limit > after ? limit - after : 0);
-  }
+  const uint64_t room = room_for_reads(client);
+  uint64_t spare = std::min(kMaxPrefetchPerGroup, room > faults.size() ? room - faults.size() : 0);
   std::vector<std::unique_ptr<SwapIn>> reads;
   std::vector<std::unique_ptr<SwapIn>> ahead;  // strided read-ahead: no fault waits on it
   for (const MajorFault& f : faults) {
@@ -541,11 +547,7 @@ void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client, ui
   if (!marker) return;
   client.counters().prefetch_markers_used++;
   const uint64_t window = client.readahead.on_marker_hit(marker->tid);
-  uint64_t room = window;
-  if (const uint64_t limit = client.limit_pages(); limit != 0) {
-    const uint64_t committed = client.pages.resident_pages() + client.reading.size();
-    room = std::min(room, limit > committed ? limit - committed : 0);
-  }
+  const uint64_t room = std::min(window, room_for_reads(client));
   const uintptr_t addr = client.address_map.address_of(marker->next * kPageSize);
   const Segment* segment = addr != 0 ? client.address_map.find(addr) : nullptr;
   if (pager.swap == nullptr || room == 0 || segment == nullptr) return;
@@ -738,39 +740,20 @@ uint64_t prefetch(std::unique_lock<std::mutex>& lock, Client& client, const Segm
   if (pager.swap == nullptr) return 0;
   // The room under the limit, and up to half the limit more: "fetch now" is worth
   // evicting other pages for, which reclaim, woken below, does once the reads land.
-  uint64_t room = UINT64_MAX;
   const uint64_t limit = client.limit_pages();
-  if (limit != 0) {
-    const uint64_t committed = client.pages.resident_pages() + client.reading.size();
-    room = (limit > committed ? limit - committed : 0) + limit / 2;
-  }
-  // One read per run of evicted neighbours in one chunk (so in one cluster) that no read
-  // has in flight, in arena order.
-  std::vector<std::unique_ptr<SwapIn>> reads;
-  uint64_t started = 0;
-  uint64_t run_first = 0, run_pages = 0;
-  auto flush = [&] {
-    if (run_pages == 0) return;
-    if (auto read = new_read(client, run_first, run_pages,
-                             piece.start + (run_first * kPageSize - piece.offset), false, pager)) {
-      started += run_pages;
-      reads.push_back(std::move(read));
-    }
-    run_pages = 0;
-  };
+  const uint64_t room = limit == 0 ? UINT64_MAX : room_for_reads(client) + limit / 2;
+  // Evicted pages no read has in flight, in arena order, as many as there is room for.
+  std::vector<uint64_t> pages;
   client.pages.for_each_nonempty(
       piece.offset / kPageSize, piece.len / kPageSize, [&](uint64_t page, PageState state) {
-        if (state != PageState::kEvicted || client.reading.contains(page) ||
-            started + run_pages >= room) {
-          return;
+        if (state == PageState::kEvicted && !client.reading.contains(page) && pages.size() < room) {
+          pages.push_back(page);
         }
-        if (run_pages == 0 || run_first + run_pages != page || page % PageTable::kChunkPages == 0) {
-          flush();
-          run_first = page;
-        }
-        ++run_pages;
       });
-  flush();
+  std::vector<std::unique_ptr<SwapIn>> reads;
+  read_pages_ahead(client, piece, pages, false, &reads, pager);
+  uint64_t started = 0;
+  for (const auto& read : reads) started += read->pages;
   start_reads(lock, client, reads, pager);
   if (limit != 0 && started != 0 && pager.reclaimer != nullptr) pager.reclaimer->wake();
   return started;
