@@ -541,21 +541,19 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
 // A thread touched the read-ahead marker at `page`: its stream's read-ahead was used, so
 // the next read of the stream starts now, from the end of the marker's run: up to the
 // stream's grown window of evicted pages in one chunk, as many as fit under the limit.
-void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client, uint64_t page,
-                          Pager& pager) {
-  const std::optional<ReadaheadMarkers::Marker> marker = client.markers.take(page);
-  if (!marker) return;
+void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client,
+                          const ReadaheadMarkers::Marker& marker, Pager& pager) {
   client.counters().prefetch_markers_used++;
-  const uint64_t window = client.readahead.on_marker_hit(marker->tid);
+  const uint64_t window = client.readahead.on_marker_hit(marker.tid);
   const uint64_t room = std::min(window, room_for_reads(client));
-  const uintptr_t addr = client.address_map.address_of(marker->next * kPageSize);
+  const uintptr_t addr = client.address_map.address_of(marker.next * kPageSize);
   const Segment* segment = addr != 0 ? client.address_map.find(addr) : nullptr;
   if (pager.swap == nullptr || room == 0 || segment == nullptr) return;
   const uint64_t segment_end = (segment->offset + segment->len) / kPageSize;
-  const uint64_t end = std::min(marker->next + window, segment_end);
+  const uint64_t end = std::min(marker.next + window, segment_end);
   // Pages of the window already in memory or being read (the thread's faults may have
   // read them) are passed over.
-  uint64_t first = marker->next;
+  uint64_t first = marker.next;
   while (first < end &&
          (client.pages.state(first) != PageState::kEvicted || client.reading.contains(first))) {
     ++first;
@@ -567,13 +565,12 @@ void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client, ui
     ++last;
   }
   if (last == first) return;
-  auto read =
-      new_read(client, first, last - first, segment->start + (first * kPageSize - segment->offset),
-               marker->dirty, pager);
+  auto read = new_read(client, first, last - first,
+                       segment->start + (first * kPageSize - segment->offset), marker.dirty, pager);
   if (!read) return;
   read->readahead = true;
-  read->tid = marker->tid;
-  client.readahead.on_async_read(marker->tid, first, last - first);
+  read->tid = marker.tid;
+  client.readahead.on_async_read(marker.tid, first, last - first);
   std::vector<std::unique_ptr<SwapIn>> reads;
   reads.push_back(std::move(read));
   start_reads(lock, client, reads, pager);
@@ -587,14 +584,11 @@ void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client, ui
 // and is one page for random faults. They count as accessed. Clean pages stay
 // write-protected, so their first write is seen: each run of one state is one
 // UFFDIO_CONTINUE, which stops at the first page still mapped. A read-ahead marker ends
-// the run: its own fault is what starts its stream's next read. A marker's fault maps the
-// marker alone and leaves the window be: it lies inside a mapped run, so it says nothing
-// about where the thread's next reset page is.
+// the run: its own fault is what starts its stream's next read.
 Result<kernel::Outcome> continue_around(Client& client, const Segment& segment, uintptr_t addr,
                                         uint64_t page, uint32_t tid) {
-  const bool marker = client.markers.contains(page);
   const uint64_t window =
-      marker ? 1 : client.fault_around.on_fault(tid, page, client.access_advice.at(page)).window;
+      client.fault_around.on_fault(tid, page, client.access_advice.at(page)).window;
   const uint64_t end = std::min(page + window, (segment.offset + segment.len) / kPageSize);
   uint64_t mapped = 0;
   kernel::Outcome first_outcome = kernel::Outcome::kDone;
@@ -620,7 +614,7 @@ Result<kernel::Outcome> continue_around(Client& client, const Segment& segment, 
   }
   for (uint64_t p = page; p < page + mapped; ++p) client.policy->on_access(p);
   if (mapped > 1) client.counters().fault_around_pages += mapped - 1;
-  if (!marker) client.fault_around.on_read(tid, page, std::max<uint64_t>(mapped, 1));
+  client.fault_around.on_read(tid, page, std::max<uint64_t>(mapped, 1));
   return mapped > 0 ? kernel::Outcome::kDone : first_outcome;
 }
 
@@ -665,9 +659,19 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
       // The resolving ioctl wakes the thread only when it succeeds; otherwise (EEXIST,
       // or EAGAIN while the address space changes) the thread is woken to fault again.
       Result<kernel::Outcome> resolved = kernel::Outcome::kAlreadyPresent;
+      std::optional<ReadaheadMarkers::Marker> marker;
       if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
         client.counters().minor_faults++;
-        resolved = continue_around(client, *segment, addr, page, msg.arg.pagefault.feat.ptid);
+        if (!client.markers.empty()) marker = client.markers.take(page);
+        if (marker) {
+          // Mapped alone, leaving the thread's fault-around window be: a marker lies inside
+          // a mapped run, so it says nothing about where the thread's next reset page is.
+          client.policy->on_access(page);
+          resolved =
+              client.uffd().continue_range(addr, kPageSize, clean ? kernel::kContinueModeWp : 0);
+        } else {
+          resolved = continue_around(client, *segment, addr, page, msg.arg.pagefault.feat.ptid);
+        }
       } else if (flags & UFFD_PAGEFAULT_FLAG_WP) {
         // The first write to a clean page (or protection left over from an abandoned
         // eviction): its swap copy is stale from now on.
@@ -685,9 +689,7 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
         client.counters().fault_errors++;
       }
       if (!resolved || *resolved != kernel::Outcome::kDone) wake(client, addr, kPageSize);
-      if ((flags & UFFD_PAGEFAULT_FLAG_MINOR) && !client.markers.empty()) {
-        read_ahead_at_marker(lock, client, page, pager);
-      }
+      if (marker) read_ahead_at_marker(lock, client, *marker, pager);
       break;
     }
   }
