@@ -595,7 +595,7 @@ Result<kernel::Outcome> continue_around(Client& client, const Segment& segment, 
   while (page + mapped < end) {
     const uint64_t first = page + mapped;
     const PageState state = client.pages.state(first);
-    if (!is_resident(state) || (mapped > 0 && client.markers.contains(first))) break;
+    if (!is_resident(state) || client.markers.contains(first)) break;
     uint64_t run = 1;
     while (first + run < end && client.pages.state(first + run) == state &&
            !client.markers.contains(first + run)) {
