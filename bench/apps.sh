@@ -15,7 +15,8 @@
 #                      [--configs "extmem kernel ram"] [--build-dir DIR]
 #   defaults: --limit 64M --data 256 --seconds 15 --conns 4 --get-percent 90
 # The machine is left as found, also on failure: servers and daemon stopped, the
-# swapfile swapped off and deleted, the cgroup removed, the work directory deleted.
+# swapfile swapped off and deleted, the cgroup removed (and the cgroup v1 hierarchy
+# unmounted if this script mounted it), the work directory deleted.
 set -Eeuo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,42 +44,24 @@ while (($#)); do
   shift
 done
 
-die() { echo "apps.sh: $*" >&2; exit 1; }
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-(($(id -u) == 0)) || die "run as root (swapon, cgroups and the daemon need it)"
+# shellcheck source=lib.sh
+source "$REPO/bench/lib.sh"
+require_root
 [[ $LIMIT =~ ^([0-9]+)M$ ]] || die "--limit takes NNNM"
 LIMIT_B=$((BASH_REMATCH[1] << 20))
-grep -qv '^Filename' /proc/swaps && die "kernel swap is on; switch it off first (extmem runs need it off)"
+kernel_swap_on && die "kernel swap is on; switch it off first (extmem runs need it off)"
 for b in daemon/extmemd shim/libextmem.so tests/extmem-kvload ctl/extmemctl; do
   [[ -e $BUILD/$b ]] || die "$BUILD/$b is missing: build first (ninja -C build)"
 done
+EXTMEMD=$BUILD/daemon/extmemd
 
 WORK=$(mktemp -d /var/tmp/extmem-apps.XXXXXX)
-DAEMON_PID='' SERVER_PID='' KSWAP_ON=0 CG=''
-CG_ROOT=$(awk '$3 == "cgroup" && $4 ~ /(^|,)memory(,|$)/ { print $2; exit }' /proc/mounts)
-
-stop_pid() {  # SIGTERM, then SIGKILL after 20 s
-  local pid=$1
-  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+SERVER_PID=''
+cleanup_workload() { stop_pid "$SERVER_PID" server; }
+cleanup_finish() {  # the work directory, unless it holds a swapfile still on
+  if [[ -z $KSWAP_FILE ]]; then rm -rf "$WORK"; else log "kept $WORK: it holds $KSWAP_FILE"; fi
 }
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  stop_pid "$SERVER_PID"
-  stop_pid "$DAEMON_PID"
-  ((KSWAP_ON)) && swapoff "$WORK/kernel.swap"
-  [[ -n $CG && -d $CG ]] && rmdir "$CG"
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 # Redis values of 16 KiB - 6 bytes fill four pages exactly (6-byte string header);
 # memcached keeps items in 1 MiB slabs, any value size works.
@@ -106,9 +89,8 @@ start_server() {  # server config
         EXTMEM_DRAM="$LIMIT_B" EXTMEM_MIN_ALLOC="${MIN_ALLOC[$server]}" EXTMEM_REQUIRED=1 \
         $cmd > "$WORK/$server-$config.log" 2>&1 & ;;
     kernel)
-      # shellcheck disable=SC2086,SC2016
-      sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$CG" $cmd \
-        > "$WORK/$server-$config.log" 2>&1 & ;;
+      # shellcheck disable=SC2086
+      "${IN_MEMCG[@]}" $cmd > "$WORK/$server-$config.log" 2>&1 & ;;
     ram)
       # shellcheck disable=SC2086
       $cmd > "$WORK/$server-$config.log" 2>&1 & ;;
@@ -127,7 +109,7 @@ run_one() {  # server config
       --keys "$keys" --value-bytes "${VALUE_BYTES[$server]}")
   start_server "$server" "$config"
   local maj0=0
-  [[ $config == kernel ]] && maj0=$(awk '$1 == "pgmajfault" { print $2 }' "$CG/memory.stat")
+  [[ $config == kernel ]] && maj0=$(memcg_stat pgmajfault)
   t0=$(date +%s.%N)
   "${kv[@]}" load > /dev/null || die "$server $config: load failed"
   load_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
@@ -140,9 +122,9 @@ run_one() {  # server config
         awk '$1 == "resident" { r = $2 " " $3 } $1 == "swapped" { s = $2 " " $3 }
              $1 == "major_faults" { m = $2 } END { printf "resident %s, swapped %s, %s major faults", r, s, m }') ;;
     kernel)
-      extra="max usage $(($(cat "$CG/memory.max_usage_in_bytes") >> 20)) MiB, $(($(awk '$1 == "pgmajfault" { print $2 }' "$CG/memory.stat") - maj0)) major faults" ;;
+      extra="max usage $(($(cat "$CG/memory.max_usage_in_bytes") >> 20)) MiB, $(($(memcg_stat pgmajfault) - maj0)) major faults" ;;
   esac
-  stop_pid "$SERVER_PID"; SERVER_PID=
+  stop_pid "$SERVER_PID" "$server"; SERVER_PID=
   RESULT[$server/$config]="$(awk '{ print $6 }' <<< "$out")|$load_s|$extra"
   log "$server $config: $out; load ${load_s} s; $extra"
 }
@@ -150,27 +132,17 @@ run_one() {  # server config
 for config in $CONFIGS; do
   case $config in
     extmem)
-      "$BUILD/daemon/extmemd" --socket "$WORK/extmemd.sock" --control "$WORK/control.sock" \
-        --config /dev/null --swap "$WORK/extmem.swap" --swap-size 2G --stats-interval 0 \
-        > "$WORK/extmemd.log" 2>&1 &
-      DAEMON_PID=$!
-      for _ in $(seq 1 100); do [[ -S $WORK/extmemd.sock ]] && break; sleep 0.1; done
+      start_extmemd "$WORK/extmemd.sock" "$WORK/extmemd.log" --control "$WORK/control.sock" \
+        --config /dev/null --swap "$WORK/extmem.swap" --swap-size 2G --stats-interval 0
       for server in $SERVERS; do run_one "$server" extmem; done
-      stop_pid "$DAEMON_PID"; DAEMON_PID=
+      stop_extmemd
       rm -f "$WORK/extmem.swap" ;;
     kernel)
-      [[ -n $CG_ROOT ]] || die "no cgroup v1 memory controller mounted"
-      CG=$CG_ROOT/extmem-apps-$$
-      mkdir "$CG"
-      echo "$LIMIT_B" > "$CG/memory.limit_in_bytes"
-      fallocate -l 2G "$WORK/kernel.swap"
-      chmod 600 "$WORK/kernel.swap"
-      mkswap "$WORK/kernel.swap" > /dev/null
-      swapon "$WORK/kernel.swap"; KSWAP_ON=1
+      memcg_create extmem-apps "$LIMIT_B"
+      kswap_on "$WORK/kernel.swap" $((2 << 30))
       for server in $SERVERS; do run_one "$server" kernel; done
-      swapoff "$WORK/kernel.swap"; KSWAP_ON=0
-      rmdir "$CG"; CG=
-      rm -f "$WORK/kernel.swap" ;;
+      kswap_off
+      memcg_remove ;;
     ram)
       for server in $SERVERS; do run_one "$server" ram; done ;;
     *) die "unknown config '$config'" ;;

@@ -8,7 +8,9 @@
 # and prints, per configuration, the median iteration time of iterations 2..K, whether the
 # checksum matches the in-RAM run, and the paging counters of the whole run (graph
 # generation included): extmemd's major faults and bytes read/written; the cgroup's
-# major faults and the kernel's pswpin/pswpout (system-wide: kernel swap is otherwise off).
+# major faults and the kernel's pswpin/pswpout (machine-wide: other swapping on the
+# machine during the run counts too; the table says so). A run under a limit that does
+# not end within --timeout is stopped and reported HUNG; the next run goes on.
 #
 # The default graph (500k vertices, mean in-degree 256: 128M edges, 0.5 GiB) is mostly
 # its edges array, scanned once per iteration, while the randomly read contributions
@@ -21,6 +23,8 @@
 #   --seed S            graph seed (default 1)
 #   --threads T         PageRank threads (default 2)
 #   --limit SIZE        DRAM limit (default: half the graph's footprint)
+#   --timeout S         seconds a run under a limit may take (default: 60 + generation and
+#                       every iteration each paging the whole footprint at 2 MiB/s)
 #   --policies "..."    extmem policies to run (default "frontier clock")
 #   --configs "..."     any of "ram extmem kernel" (default all)
 #   --dir DIR           directory for the swap files (default: a new one under /var/tmp)
@@ -28,8 +32,8 @@
 #   --bin-dir DIR       take extmemd, libextmem.so and extmem-pagerank from DIR instead
 #                       (bench/run.sh's copies)
 #
-# Exit status: 0 every run passed with the in-RAM checksum; 3 a run failed or its checksum
-# differs (the table says which); 1 the harness failed.
+# Exit status: 0 every run passed with the in-RAM checksum; 3 a run failed, hung or its
+# checksum differs (the table says which); 1 the harness failed.
 #
 # The machine is left as it was found, also on failure: the daemon is stopped, the bench
 # swapfile swapped off and deleted, the cgroup removed (and the hierarchy unmounted if
@@ -40,9 +44,9 @@ set -Eeuo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=$REPO/build
 VERTICES=500000 DEGREE=256 ITERATIONS=6 SEED=1 THREADS=2 LIMIT='' POLICIES="frontier clock"
-CONFIGS="ram extmem kernel" WORKDIR='' BIN_DIR=''
-die() { echo "pagerank.sh: $*" >&2; exit 1; }
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+CONFIGS="ram extmem kernel" WORKDIR='' BIN_DIR='' TIMEOUT=''
+# shellcheck source=lib.sh
+source "$REPO/bench/lib.sh"
 while (($#)); do
   case $1 in
     --vertices) VERTICES=$2; shift ;;
@@ -51,6 +55,7 @@ while (($#)); do
     --seed) SEED=$2; shift ;;
     --threads) THREADS=$2; shift ;;
     --limit) LIMIT=$2; shift ;;
+    --timeout) TIMEOUT=$2; shift ;;
     --policies) POLICIES=$2; shift ;;
     --configs) CONFIGS=$2; shift ;;
     --dir) WORKDIR=$2; shift ;;
@@ -61,14 +66,8 @@ while (($#)); do
   esac
   shift
 done
-(($(id -u) == 0)) || die "run as root (swapon, cgroups and the daemon need it)"
-want() { [[ " $CONFIGS " == *" $1 "* ]]; }
-to_bytes() {
-  [[ $1 =~ ^([0-9]+)([KkMmGg]?)$ ]] || die "bad size '$1'"
-  local n=${BASH_REMATCH[1]}
-  case ${BASH_REMATCH[2]} in [Kk]) n=$((n << 10)) ;; [Mm]) n=$((n << 20)) ;; [Gg]) n=$((n << 30)) ;; esac
-  echo "$n"
-}
+require_root
+[[ -z $TIMEOUT || $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout needs a positive whole number of seconds"
 PAGERANK=$BUILD/bench/extmem-pagerank EXTMEMD=$BUILD/daemon/extmemd SHIM=$BUILD/shim/libextmem.so
 if [[ -n $BIN_DIR ]]; then
   PAGERANK=$BIN_DIR/extmem-pagerank EXTMEMD=$BIN_DIR/extmemd SHIM=$BIN_DIR/libextmem.so
@@ -77,38 +76,18 @@ for f in "$PAGERANK" "$EXTMEMD" "$SHIM"; do [[ -e $f ]] || die "missing $f (buil
 ARGS=(--vertices "$VERTICES" --avg-degree "$DEGREE" --iterations "$ITERATIONS" --seed "$SEED"
   --threads "$THREADS")
 
-DAEMON_PID='' KSWAP_ON=0 CG='' CG_ROOT='' CG_MOUNTED=''
-# shellcheck disable=SC2317  # run by the EXIT trap
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  if [[ -n $DAEMON_PID ]]; then kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID"; fi
-  if ((KSWAP_ON)); then
-    # Right after a memcg OOM kill swapoff can fail for a moment: retry, then say so.
-    for _ in 1 2 3 4 5; do swapoff "$WORKDIR/kernel.swap" && break; sleep 2; done
-    if grep -qF "$WORKDIR/kernel.swap" /proc/swaps; then
-      log "WARNING: could not swap off $WORKDIR/kernel.swap: run swapoff on it"
-    fi
-  fi
-  if [[ -n $CG && -d $CG ]]; then
-    while read -r p; do echo "$p" > "$CG_ROOT/cgroup.procs"; done < "$CG/cgroup.procs"
-    rmdir "$CG"
-  fi
-  [[ -n $CG_MOUNTED ]] && umount "$CG_MOUNTED" && rmdir "$CG_MOUNTED"
-  rm -f "$WORKDIR/extmem.swap" "$WORKDIR/kernel.swap" "$WORKDIR/sock" "$WORKDIR/control.sock"
-  ((rc == 0 || rc == 3)) || log "failed (status $rc); machine state restored; logs in $WORKDIR/results"
-  exit "$rc"
+# shellcheck disable=SC2317  # run by bench/lib.sh's exit trap
+cleanup_finish() {  # status
+  [[ -z $WORKDIR ]] || rm -f "$WORKDIR/extmem.swap" "$WORKDIR/sock" "$WORKDIR/control.sock"
+  (($1 == 0 || $1 == 3)) || log "failed (status $1); machine state restored; logs in $WORKDIR/results"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 if [[ -z $WORKDIR ]]; then WORKDIR=$(mktemp -d /var/tmp/extmem-pagerank.XXXXXX); fi
 mkdir -p "$WORKDIR/results"
 WORKDIR=$(cd "$WORKDIR" && pwd)
 RESULTS=$WORKDIR/results
-if grep -qv '^Filename' /proc/swaps; then
+if kernel_swap_on; then
   log "note: swap is already on (not ours; left alone):"; tail -n +2 /proc/swaps >&2
 fi
 
@@ -124,7 +103,21 @@ counter() {
   grep 'disconnected: pid=' "$2" | tail -1 | grep -oE "[( ]$1=[0-9.]+( [KMGTP]iB| B)?" | cut -d= -f2
 }
 vmstat() { awk -v k="$1" '$1 == k { print $2 }' /proc/vmstat; }
-declare -A MEDIAN SUM MAJOR READ WRITTEN FAILED
+declare -A MEDIAN SUM MAJOR READ WRITTEN FAILED FAILURE
+
+# Runs "$@" (output in LOG) with the run timeout. A failed run gets FAILED[NAME] (HUNG when
+# it ran out of time, else FAILED) and FAILURE[NAME] (what happened, WHY for an exit).
+run_limited() {  # name log why command...
+  local name=$1 out=$2 why=$3 t0=$SECONDS rc=0
+  shift 3
+  timeout --foreground -k 10 "$TIMEOUT" "$@" > "$out" || rc=$?
+  if ((rc != 0 && SECONDS - t0 >= TIMEOUT)); then
+    FAILED[$name]=HUNG FAILURE[$name]="stopped after $TIMEOUT s"
+    log "$name: HUNG (stopped after $TIMEOUT s)"
+  elif ((rc != 0)); then
+    FAILED[$name]=FAILED FAILURE[$name]="exit $rc$why"
+  fi
+}
 
 log "ram: ${ARGS[*]}"
 "$PAGERANK" "${ARGS[@]}" > "$RESULTS/ram.log"
@@ -135,21 +128,19 @@ SUM[ram]=$REFERENCE
 LIMIT_B=$((FOOTPRINT / 2))
 [[ -z $LIMIT ]] || LIMIT_B=$(to_bytes "$LIMIT")
 SWAP_B=$((2 * FOOTPRINT + (1 << 30)))
-log "graph footprint $FOOTPRINT bytes, limit $LIMIT_B bytes"
+[[ -n $TIMEOUT ]] || TIMEOUT=$((60 + (ITERATIONS + 1) * (FOOTPRINT >> 20) / 2))
+log "graph footprint $FOOTPRINT bytes, limit $LIMIT_B bytes, run timeout $TIMEOUT s"
 
 if want extmem; then
   for policy in $POLICIES; do
     log "extmem $policy"
-    "$EXTMEMD" --socket "$WORKDIR/sock" --control "$WORKDIR/control.sock" \
-      --swap "$WORKDIR/extmem.swap" --swap-size "$((SWAP_B >> 20))M" \
-      > "$RESULTS/extmemd-$policy.log" 2>&1 &
-    DAEMON_PID=$!
-    for _ in $(seq 1 100); do [[ -S $WORKDIR/sock ]] && break; sleep 0.1; done
-    [[ -S $WORKDIR/sock ]] || die "extmemd did not start; see $RESULTS/extmemd-$policy.log"
-    env LD_PRELOAD="$SHIM" EXTMEM_SOCKET="$WORKDIR/sock" EXTMEM_DRAM="$LIMIT_B" \
-      EXTMEM_POLICY="$policy" EXTMEM_REQUIRED=1 "$PAGERANK" "${ARGS[@]}" > "$RESULTS/$policy.log" ||
-      FAILED[$policy]="exit $?"
-    kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" || true; DAEMON_PID=
+    : > "$RESULTS/extmemd-$policy.log"
+    start_extmemd "$WORKDIR/sock" "$RESULTS/extmemd-$policy.log" --control "$WORKDIR/control.sock" \
+      --swap "$WORKDIR/extmem.swap" --swap-size "$((SWAP_B >> 20))M"
+    run_limited "$policy" "$RESULTS/$policy.log" "" env LD_PRELOAD="$SHIM" \
+      EXTMEM_SOCKET="$WORKDIR/sock" EXTMEM_DRAM="$LIMIT_B" EXTMEM_POLICY="$policy" \
+      EXTMEM_REQUIRED=1 "$PAGERANK" "${ARGS[@]}"
+    stop_extmemd
     rm -f "$WORKDIR/extmem.swap"
     MEDIAN[$policy]=$(median "$RESULTS/$policy.log")
     SUM[$policy]=$(checksum "$RESULTS/$policy.log")
@@ -161,30 +152,16 @@ fi
 
 if want kernel; then
   log "kernel swap"
-  CG_ROOT=$(awk '$3 == "cgroup" && $4 ~ /(^|,)memory(,|$)/ { print $2; exit }' /proc/mounts)
-  if [[ -z $CG_ROOT ]]; then
-    CG_MOUNTED=$(mktemp -d /tmp/extmem-pagerank-memcg.XXXXXX)
-    mount -t cgroup -o memory none "$CG_MOUNTED" || { rmdir "$CG_MOUNTED"; CG_MOUNTED=; die "no cgroup v1 memory controller"; }
-    CG_ROOT=$CG_MOUNTED
-  fi
-  CG=$CG_ROOT/extmem-pagerank-$$
-  mkdir "$CG"
-  echo "$LIMIT_B" > "$CG/memory.limit_in_bytes"
-  fallocate -l "$SWAP_B" "$WORKDIR/kernel.swap"
-  chmod 600 "$WORKDIR/kernel.swap"
-  mkswap "$WORKDIR/kernel.swap" > /dev/null
-  KSWAP_ON=1
-  swapon "$WORKDIR/kernel.swap"
+  memcg_create extmem-pagerank "$LIMIT_B"
+  kswap_on "$WORKDIR/kernel.swap" "$SWAP_B"
   IN0=$(vmstat pswpin) OUT0=$(vmstat pswpout)
-  # shellcheck disable=SC2016
-  sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$CG" "$PAGERANK" "${ARGS[@]}" \
-    > "$RESULTS/kernel.log" || FAILED[kernel]="exit $? (the memcg may OOM-kill)"
+  run_limited kernel "$RESULTS/kernel.log" " (the memcg may OOM-kill)" \
+    "${IN_MEMCG[@]}" "$PAGERANK" "${ARGS[@]}"
   READ[kernel]="$(((($(vmstat pswpin) - IN0) * 4096) >> 20)) MiB"
   WRITTEN[kernel]="$(((($(vmstat pswpout) - OUT0) * 4096) >> 20)) MiB"
-  swapoff "$WORKDIR/kernel.swap"; KSWAP_ON=0
-  rm -f "$WORKDIR/kernel.swap"
-  MAJOR[kernel]=$(awk '$1 == "pgmajfault" { print $2 }' "$CG/memory.stat")
-  rmdir "$CG" && CG=
+  kswap_off
+  MAJOR[kernel]=$(memcg_stat pgmajfault)
+  memcg_remove
   MEDIAN[kernel]=$(median "$RESULTS/kernel.log")
   SUM[kernel]=$(checksum "$RESULTS/kernel.log")
 fi
@@ -197,7 +174,7 @@ BAD=0
 for c in ram $POLICIES kernel; do
   [[ -n ${MEDIAN[$c]:-} ]] || continue
   if [[ -n ${FAILED[$c]:-} ]]; then
-    echo "| $c | FAILED (${FAILED[$c]}; see $c.log) | | | | | |"
+    echo "| $c | ${FAILED[$c]} (${FAILURE[$c]}; see $c.log) | | | | | |"
     BAD=1
     continue
   fi
@@ -207,5 +184,7 @@ for c in ram $POLICIES kernel; do
   [[ ${SUM[$c]} == "$REFERENCE" ]] || { ok="DIFFERS: ${SUM[$c]}"; BAD=1; }
   echo "| $c | ${MEDIAN[$c]} | $ratio | ${MAJOR[$c]:-} | ${READ[$c]:-} | ${WRITTEN[$c]:-} | $ok |"
 done
+[[ -z ${READ[kernel]:-} ]] ||
+  echo "kernel read/written: the machine's pswpin/pswpout during the run (machine-wide: other swapping counts too)"
 echo "logs: $RESULTS"
 exit $((BAD ? 3 : 0))

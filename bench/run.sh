@@ -52,8 +52,8 @@ set -Eeuo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${BUILD_DIR:-$REPO/build}
 
-die() { echo "run.sh: $*" >&2; exit 1; }
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+# shellcheck source=lib.sh
+source "$REPO/bench/lib.sh"
 
 # ---- options ----------------------------------------------------------------------
 LIMIT=${BENCH_LIMIT:-}
@@ -116,16 +116,6 @@ elif [[ -z $PAGERANK_ARGS ]]; then
   PAGERANK_ON=0
 fi
 
-to_bytes() {  # 512M -> 536870912
-  local v=$1 n mult=1
-  [[ $v =~ ^([0-9]+)([KkMmGgTt]?)(i?B?)$ ]] || die "bad size '$v'"
-  n=${BASH_REMATCH[1]}
-  case ${BASH_REMATCH[2]} in
-    [Kk]) mult=$((1 << 10)) ;; [Mm]) mult=$((1 << 20)) ;;
-    [Gg]) mult=$((1 << 30)) ;; [Tt]) mult=$((1 << 40)) ;;
-  esac
-  echo $((n * mult))
-}
 human() { awk -v b="$1" 'BEGIN { if (b >= 2^30 && b % 2^30 == 0) printf "%dG", b/2^30;
   else if (b >= 2^20) printf "%dM", b/2^20; else printf "%d", b }'; }
 
@@ -139,7 +129,6 @@ SWAP_B=$((2 * SIZE_B)); ((SWAP_B >= (4 << 30))) || SWAP_B=$((4 << 30))
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "--threads needs a positive number"
 [[ $SECS =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--seconds needs a number"
 case $POLICY in clock|fifo) ;; *) die "--policy needs clock or fifo" ;; esac
-want() { [[ " $CONFIGS " == *" $1 "* ]]; }
 # Eight throughput samples per run at least, one a second at most.
 REPORT_MS=$(awk -v s="$SECS" 'BEGIN { r = s * 1000 / 8; if (r < 250) r = 250; if (r > 1000) r = 1000; printf "%d", r }')
 TICKS=$(awk -v s="$SECS" -v r="$REPORT_MS" 'BEGIN { n = s * 1000 / r; printf "%d", (n == int(n)) ? n : int(n) + 1 }')
@@ -147,76 +136,28 @@ TICKS=$(awk -v s="$SECS" -v r="$REPORT_MS" 'BEGIN { n = s * 1000 / r; printf "%d
 # page, so any per-page cost of the shim's arena shows.
 FIT_PATTERN=random FIT_OP=rmw
 
-(($(id -u) == 0)) || die "run as root (swapon, cgroups and the daemon need it)"
+require_root
 
-# ---- state for cleanup ------------------------------------------------------------
-DAEMON_PID=
+# ---- state for cleanup (bench/lib.sh has the rest) --------------------------------
 BENCH_PID=
-KSWAP_ON=0
-CG=
-CG_ROOT=
-CG_MOUNTED=
-PRIOR_SWAPS=()
 WORKDIR_CREATED=0
 
-stop_daemon() {
-  [[ -n $DAEMON_PID ]] || return 0
-  if kill -0 "$DAEMON_PID" 2>/dev/null; then
-    kill -TERM "$DAEMON_PID" 2>/dev/null || true
-    for _ in $(seq 1 300); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$DAEMON_PID" 2>/dev/null; then
-      log "extmemd $DAEMON_PID did not stop within 30 s after SIGTERM: killing it"
-      kill -KILL "$DAEMON_PID" 2>/dev/null || true
-    fi
-  fi
-  wait "$DAEMON_PID" 2>/dev/null || true
-  DAEMON_PID=
+cleanup_workload() {  # the benchmark, with the timeout around it (its own process group)
+  [[ -n $BENCH_PID ]] || return 0
+  kill -TERM -- "-$BENCH_PID" 2>/dev/null
+  for _ in $(seq 1 50); do kill -0 -- "-$BENCH_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$BENCH_PID" 2>/dev/null
+  wait "$BENCH_PID" 2>/dev/null
 }
-
-kswap_off() {
-  if ((KSWAP_ON)) || { [[ -n $WORKDIR ]] && grep -qF "$WORKDIR/kernel.swap" /proc/swaps; }; then
-    swapoff "$WORKDIR/kernel.swap" 2>/dev/null || log "warning: swapoff $WORKDIR/kernel.swap failed"
-  fi
-  KSWAP_ON=0
-}
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM HUP
-  set +e
-  if [[ -n $BENCH_PID ]]; then
-    kill -TERM -- "-$BENCH_PID" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 -- "-$BENCH_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$BENCH_PID" 2>/dev/null
-    wait "$BENCH_PID" 2>/dev/null
-  fi
-  stop_daemon
-  kswap_off
-  if [[ -n $CG && -d $CG ]]; then
-    # Whatever is left in the cgroup (nothing, normally) goes back to the root group.
-    while read -r p; do echo "$p" > "$CG_ROOT/cgroup.procs"; done < "$CG/cgroup.procs" 2>/dev/null
-    for _ in 1 2 3 4 5; do rmdir "$CG" 2>/dev/null && break; sleep 0.5; done
-    [[ -d $CG ]] && log "warning: could not remove cgroup $CG"
-  fi
-  if [[ -n $CG_MOUNTED ]]; then
-    if umount "$CG_MOUNTED"; then rmdir "$CG_MOUNTED"; else log "warning: could not unmount $CG_MOUNTED"; fi
-  fi
-  for s in "${PRIOR_SWAPS[@]}"; do
-    swapon "$s" 2>/dev/null || log "warning: could not swap $s back on"
-  done
+cleanup_finish() {  # status
   if [[ -n $WORKDIR ]]; then
-    rm -f "$WORKDIR/extmem.swap" "$WORKDIR/kernel.swap" "$WORKDIR/fio.dat" "$WORKDIR/sock" \
-      "$WORKDIR/control.sock"
+    rm -f "$WORKDIR/extmem.swap" "$WORKDIR/fio.dat" "$WORKDIR/sock" "$WORKDIR/control.sock"
     rm -rf "${WORKDIR:?}/bin"
     ((WORKDIR_CREATED)) && [[ $RESULTS != "$WORKDIR"/* ]] && rmdir "$WORKDIR" 2>/dev/null
   fi
-  ((rc == 0)) || log "failed or interrupted (status $rc); machine state restored; logs in ${RESULTS:-?}"
-  exit "$rc"
+  (($1 == 0)) || log "failed or interrupted (status $1); machine state restored; logs in ${RESULTS:-?}"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+install_cleanup
 
 # ---- preparation ------------------------------------------------------------------
 if [[ -z $WORKDIR ]]; then
@@ -260,14 +201,7 @@ want device && install_tool fio fio
 [[ -z $PLOTS ]] || install_tool gnuplot gnuplot-nox
 
 # Swap areas that are on now are switched off for the run and back on at the end.
-while read -r name _; do
-  [[ $name == Filename ]] && continue
-  PRIOR_SWAPS+=("$name")
-done < /proc/swaps
-for s in "${PRIOR_SWAPS[@]}"; do
-  log "swapping off $s for the run (it is swapped on again at the end)"
-  swapoff "$s"
-done
+suspend_other_swaps
 
 # Other work on the machine slows extmem (a user-space fault handler waits for a CPU) more
 # than the kernel; the load average goes into the record.
@@ -389,12 +323,11 @@ attempt_extmem() {
 
 attempt_kernel() {
   local out=$1 maj0 maj1 oom0 oom1
-  maj0=$(awk '$1 == "pgmajfault" { print $2 }' "$CG/memory.stat")
+  maj0=$(memcg_stat pgmajfault)
   oom0=$(awk '$1 == "oom_kill" { print $2 }' "$CG/memory.oom_control")
-  # shellcheck disable=SC2046,SC2016
-  run_one "$out" sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$CG" \
-    timeout -k 10 "$(run_timeout "$size")" "$BENCH" $(bench_args "$pattern" "$op" "$size")
-  maj1=$(awk '$1 == "pgmajfault" { print $2 }' "$CG/memory.stat")
+  # shellcheck disable=SC2046
+  run_one "$out" "${IN_MEMCG[@]}" timeout -k 10 "$(run_timeout "$size")" "$BENCH" $(bench_args "$pattern" "$op" "$size")
+  maj1=$(memcg_stat pgmajfault)
   oom1=$(awk '$1 == "oom_kill" { print $2 }' "$CG/memory.oom_control")
   OOM=$(( ${oom1:-0} > ${oom0:-0} ))
   EXTRA="$((maj1 - maj0)),,,,,,,,,"
@@ -482,18 +415,15 @@ fi
 start_daemon() {
   # Someone else may have kernel swap on for a while (a shared machine): wait a little.
   local waited=0
-  while grep -qv '^Filename' /proc/swaps; do
+  while kernel_swap_on; do
     ((waited < 300)) || die "kernel swap is on (not by this script); extmem runs need it off"
     ((waited > 0)) || log "kernel swap is on (not by this script): waiting up to 300 s for it to go off"
     sleep 5; waited=$((waited + 5))
   done
   local control=()  # builds with a control plane would otherwise need /run/extmem
   if "$EXTMEMD" --help 2>&1 | grep -q -- '--control PATH'; then control=(--control "$WORKDIR/control.sock"); fi
-  "$EXTMEMD" --socket "$WORKDIR/sock" "${control[@]}" --swap "$WORKDIR/extmem.swap" --swap-size "$(human "$SWAP_B")" \
-    --stats-interval 0 >> "$RESULTS/extmemd.log" 2>&1 &
-  DAEMON_PID=$!
-  for _ in $(seq 1 100); do [[ -S $WORKDIR/sock ]] && break; sleep 0.1; done
-  [[ -S $WORKDIR/sock ]] || die "extmemd did not start; see $RESULTS/extmemd.log"
+  start_extmemd "$WORKDIR/sock" "$RESULTS/extmemd.log" "${control[@]}" --swap "$WORKDIR/extmem.swap" \
+    --swap-size "$(human "$SWAP_B")" --stats-interval 0
 }
 ensure_daemon() {
   kill -0 "$DAEMON_PID" 2>/dev/null && return 0
@@ -511,33 +441,18 @@ if want extmem; then
   sleep 0.5
   DAEMON_IDLE_RSS=$(awk '/^VmRSS:/ { print $2 }' "/proc/$DAEMON_PID/status")
   measure_all extmem
-  stop_daemon
+  stop_extmemd
   rm -f "$WORKDIR/extmem.swap"
 fi
 
 # ---- (b) kernel swap --------------------------------------------------------------
 if want kernel; then
   log "kernel swap: swapfile $WORKDIR/kernel.swap, cgroup v1 memory.limit_in_bytes=$LIMIT_B"
-  CG_ROOT=$(awk '$3 == "cgroup" && $4 ~ /(^|,)memory(,|$)/ { print $2; exit }' /proc/mounts)
-  if [[ -z $CG_ROOT ]]; then
-    CG_MOUNTED=$(mktemp -d /tmp/extmem-bench-memcg.XXXXXX)
-    mount -t cgroup -o memory none "$CG_MOUNTED" ||
-      { rmdir "$CG_MOUNTED"; CG_MOUNTED=; die "no cgroup v1 memory controller (mount failed)"; }
-    CG_ROOT=$CG_MOUNTED
-  fi
-  CG=$CG_ROOT/extmem-bench-$$
-  mkdir "$CG"
-  echo "$LIMIT_B" > "$CG/memory.limit_in_bytes"
-  fallocate -l "$SWAP_B" "$WORKDIR/kernel.swap" 2>/dev/null ||
-    dd if=/dev/zero of="$WORKDIR/kernel.swap" bs=1M count=$((SWAP_B >> 20)) status=none
-  chmod 600 "$WORKDIR/kernel.swap"
-  mkswap "$WORKDIR/kernel.swap" > /dev/null
-  KSWAP_ON=1
-  swapon "$WORKDIR/kernel.swap"
+  memcg_create extmem-bench "$LIMIT_B"
+  kswap_on "$WORKDIR/kernel.swap" "$SWAP_B"
   measure_all kernel
   kswap_off
-  rm -f "$WORKDIR/kernel.swap"
-  rmdir "$CG" && CG=
+  memcg_remove
 fi
 
 # ---- PageRank: bench/pagerank.sh on the same binaries, once the other runs are done --

@@ -34,9 +34,13 @@
 #include <thread>
 #include <vector>
 
+#include "client.hpp"
 #include "extmem.h"
 
 namespace {
+
+using extmem::clients::die;
+using extmem::clients::die_errno;
 
 constexpr size_t kPage = 4096;
 constexpr size_t kMiB = 1 << 20;
@@ -49,30 +53,24 @@ AdviseFn g_advise;
 SetPolicyFn g_set_policy;
 GetStatsFn g_get_stats;
 
-[[noreturn]] void die(const char* what) {
-  fprintf(stderr, "hints: %s: %s\n", what, strerror(errno));
-  exit(2);
-}
-
 void find_api() {
   g_advise = reinterpret_cast<AdviseFn>(dlsym(RTLD_DEFAULT, "extmem_advise"));
   g_set_policy = reinterpret_cast<SetPolicyFn>(dlsym(RTLD_DEFAULT, "extmem_set_policy"));
   g_get_stats = reinterpret_cast<GetStatsFn>(dlsym(RTLD_DEFAULT, "extmem_get_stats"));
   if (g_advise == nullptr || g_set_policy == nullptr || g_get_stats == nullptr) {
-    fprintf(stderr, "hints: the extmem API is not loaded (run under LD_PRELOAD=libextmem.so)\n");
-    exit(2);
+    die("the extmem API is not loaded (run under LD_PRELOAD=libextmem.so)");
   }
 }
 
 extmem_stats stats() {
   extmem_stats s = {};
   s.size = sizeof(s);
-  if (g_get_stats(&s) != 0) die("extmem_get_stats");
+  if (g_get_stats(&s) != 0) die_errno("extmem_get_stats");
   return s;
 }
 
 void advise(void* p, size_t len, int hint) {
-  if (g_advise(p, len, hint) != 0) die("extmem_advise");
+  if (g_advise(p, len, hint) != 0) die_errno("extmem_advise");
 }
 
 // Waits until the daemon applied `applied` hints in all.
@@ -81,16 +79,15 @@ void wait_applied(uint64_t applied) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   if (stats().hints_applied < applied) {
-    fprintf(stderr, "hints: the daemon applied %llu of %llu hints\n",
-            static_cast<unsigned long long>(stats().hints_applied),
-            static_cast<unsigned long long>(applied));
-    exit(3);
+    die("the daemon applied %llu of %llu hints",
+        static_cast<unsigned long long>(stats().hints_applied),
+        static_cast<unsigned long long>(applied));
   }
 }
 
 unsigned char* allocate(size_t bytes) {
   auto* p = static_cast<unsigned char*>(malloc(bytes));
-  if (p == nullptr) die("malloc");
+  if (p == nullptr) die_errno("malloc");
   return p;
 }
 
@@ -114,7 +111,7 @@ uint64_t check(const unsigned char* p, size_t bytes, uint64_t seed) {
 
 size_t resident_pages(const unsigned char* p, size_t bytes) {
   std::vector<unsigned char> vec(bytes / kPage);
-  if (mincore(const_cast<unsigned char*>(p), bytes, vec.data()) != 0) die("mincore");
+  if (mincore(const_cast<unsigned char*>(p), bytes, vec.data()) != 0) die_errno("mincore");
   return static_cast<size_t>(
       std::count_if(vec.begin(), vec.end(), [](unsigned char c) { return (c & 1) != 0; }));
 }
@@ -230,8 +227,7 @@ int read_back(size_t mib, const std::string& order, size_t stride) {
       for (size_t p = b * kBlock; p < (b + 1) * kBlock; ++p) sequence.push_back(p);
     }
   } else {
-    fprintf(stderr, "hints: unknown order %s\n", order.c_str());
-    exit(2);
+    die("unknown order %s", order.c_str());
   }
   auto read_sequence = [&] {
     uint64_t bad = 0;
@@ -335,8 +331,9 @@ int no_daemon() {
   expect_enodev("get_stats", g_get_stats(&s));
   // madvise with the hints the shim honours is still fine on unmanaged memory.
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) die("mmap");
-  if (madvise(p, bytes, MADV_WILLNEED) != 0 || madvise(p, bytes, MADV_COLD) != 0) die("madvise");
+  if (p == MAP_FAILED) die_errno("mmap");
+  if (madvise(p, bytes, MADV_WILLNEED) != 0 || madvise(p, bytes, MADV_COLD) != 0)
+    die_errno("madvise");
   using StatusFn = int (*)();
   auto status = reinterpret_cast<StatusFn>(dlsym(RTLD_DEFAULT, "extmem_status"));
   printf("status %d failures %d\n", status(), failures);

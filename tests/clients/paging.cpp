@@ -23,22 +23,17 @@
 #include <thread>
 #include <vector>
 
+#include "client.hpp"
+
 namespace {
+
+using extmem::clients::die;
+using extmem::clients::die_errno;
+using extmem::clients::wait_child;
 
 constexpr size_t kPage = 4096;
 constexpr size_t kWords = kPage / sizeof(uint64_t);
 constexpr uint64_t kMiB = 1 << 20;
-
-[[noreturn, gnu::format(printf, 1, 2)]] void die(const char* fmt, ...) {
-  fflush(stdout);
-  va_list args;
-  va_start(args, fmt);
-  fputs("extmem-paging: ", stderr);
-  vfprintf(stderr, fmt, args);
-  fputc('\n', stderr);
-  va_end(args);
-  _exit(1);
-}
 
 struct Args {
   uint64_t mib = 256;
@@ -84,7 +79,7 @@ char* map(size_t len) {
 size_t resident_pages(char* p, size_t len) {
   static thread_local std::vector<unsigned char> vec;
   vec.resize(len / kPage);
-  if (mincore(p, len, vec.data()) != 0) die("mincore: %s", strerror(errno));
+  if (mincore(p, len, vec.data()) != 0) die_errno("mincore");
   size_t n = 0;
   for (unsigned char v : vec) n += v & 1;
   return n;
@@ -320,11 +315,11 @@ int steps(const Args& a) {
   fill(second, half, 2);
   if (verify(first, half, 1) + verify(second, half, 2) != 0) die("data lost before any release");
   step("filled");
-  if (madvise(first, half, MADV_DONTNEED) != 0) die("madvise: %s", strerror(errno));
+  if (madvise(first, half, MADV_DONTNEED) != 0) die_errno("madvise");
   if (verify(first, half, 0) != 0) die("DONTNEED memory does not read zero");
   if (verify(second, half, 2) != 0) die("data lost after DONTNEED of another block");
   step("dontneed");
-  if (munmap(second, half) != 0) die("munmap: %s", strerror(errno));
+  if (munmap(second, half) != 0) die_errno("munmap");
   step("unmapped");
   char* third = static_cast<char*>(malloc(half));
   if (third == nullptr) die("malloc failed");
@@ -343,18 +338,17 @@ int evicted_io(const Args& a) {
   const char* tmpdir = getenv("TMPDIR");
   std::string templ = std::string(tmpdir ? tmpdir : "/tmp") + "/extmem-paging-XXXXXX";
   int fd = mkstemp(templ.data());
-  if (fd < 0) die("mkstemp: %s", strerror(errno));
+  if (fd < 0) die_errno("mkstemp");
   unlink(templ.c_str());
-  if (write(fd, buf, io_len) != static_cast<ssize_t>(io_len)) die("write: %s", strerror(errno));
+  if (write(fd, buf, io_len) != static_cast<ssize_t>(io_len)) die_errno("write");
   static char check[8 << 20];
-  if (pread(fd, check, io_len, 0) != static_cast<ssize_t>(io_len))
-    die("pread: %s", strerror(errno));
+  if (pread(fd, check, io_len, 0) != static_cast<ssize_t>(io_len)) die_errno("pread");
   if (verify(check, io_len, 7) != 0) die("write(2) from evicted pages wrote wrong data");
 
   fill(check, io_len, 9);
   if (pwrite(fd, check, io_len, 0) != static_cast<ssize_t>(io_len)) die("pwrite failed");
   fill(buf + io_len, len - io_len, 8);  // evict the head again
-  if (pread(fd, buf, io_len, 0) != static_cast<ssize_t>(io_len)) die("read: %s", strerror(errno));
+  if (pread(fd, buf, io_len, 0) != static_cast<ssize_t>(io_len)) die_errno("read");
   if (verify(buf, io_len, 9) != 0) die("read(2) into evicted pages left wrong data");
   if (verify(buf + io_len, len - io_len, 8) != 0) die("the rest of the buffer changed");
   close(fd);
@@ -377,14 +371,6 @@ bool in_shared_mapping(const void* p) {
     }
   }
   return false;
-}
-
-int wait_child(pid_t pid) {
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) die("waitpid: %s", strerror(errno));
-  }
-  return status;
 }
 
 void expect_exit_0(const char* what, int status) {
@@ -458,13 +444,13 @@ int fork_while_paging(const Args& a) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (round % 4 == 0) {
       const pid_t pid = fork();
-      if (pid < 0) die("fork: %s", strerror(errno));
+      if (pid < 0) die_errno("fork");
       if (pid == 0) use_own_memory();
       expect_exit_0("child using its own memory", wait_child(pid));
       ++own;
     } else if (round % 4 == 1) {
       const pid_t pid = fork();
-      if (pid < 0) die("fork: %s", strerror(errno));
+      if (pid < 0) die_errno("fork");
       if (pid == 0) {
         execv(true_path, true_argv);
         _exit(127);
@@ -482,7 +468,7 @@ int fork_while_paging(const Args& a) {
       const uint64_t page = rng() % pages;
       const bool write = round % 8 == 3;
       const pid_t pid = fork();
-      if (pid < 0) die("fork: %s", strerror(errno));
+      if (pid < 0) die_errno("fork");
       if (pid == 0) {
         const struct rlimit no_core = {0, 0};
         setrlimit(RLIMIT_CORE, &no_core);

@@ -30,9 +30,15 @@
 #include <utility>
 #include <vector>
 
+#include "client.hpp"
+
 extern char** environ;
 
 namespace {
+
+using extmem::clients::die;
+using extmem::clients::die_errno;
+using extmem::clients::wait_child;
 
 constexpr size_t kKiB = 1024;
 constexpr size_t kMiB = 1024 * kKiB;
@@ -76,22 +82,6 @@ const char* g_command = "";
 std::atomic<int> g_reports{0};
 // Scratch space for file I/O that must not itself come from (possibly managed) heap memory.
 alignas(64) char g_scratch[1 << 20];
-
-[[noreturn, gnu::format(printf, 1, 2)]] void Die(const char* fmt, ...) {
-  std::fflush(stdout);
-  char message[512];
-  va_list args;
-  va_start(args, fmt);
-  std::vsnprintf(message, sizeof message, fmt, args);
-  va_end(args);
-  std::fprintf(stderr, "extmem-workload: %s: %s\n", g_command, message);
-  // _exit: may run in a worker thread or a forked child, where exit handlers are unsafe.
-  _exit(1);
-}
-
-[[noreturn]] void DieErrno(const char* what) {
-  Die("%s: %s", what, std::strerror(errno));
-}
 
 [[noreturn, gnu::format(printf, 1, 2)]] void UsageError(const char* fmt, ...) {
   char message[256];
@@ -236,13 +226,13 @@ uint64_t Verify(const char* p, uint64_t coord, size_t n, const Pattern& pattern,
 
 std::string ReadWholeFile(const char* path) {
   const int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) DieErrno(path);
+  if (fd < 0) die_errno(path);
   std::string text;
   char buffer[16384];
   for (;;) {
     const ssize_t n = read(fd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) DieErrno(path);
+    if (n < 0) die_errno(path);
     if (n == 0) break;
     text.append(buffer, static_cast<size_t>(n));
   }
@@ -272,7 +262,7 @@ class ArenaMap {
       const auto dash = std::from_chars(line.data(), last, start, 16);
       if (dash.ec != std::errc() || dash.ptr == last || *dash.ptr != '-' ||
           std::from_chars(dash.ptr + 1, last, end, 16).ec != std::errc()) {
-        Die("cannot parse /proc/self/maps line: %.*s", static_cast<int>(line.size()), line.data());
+        die("cannot parse /proc/self/maps line: %.*s", static_cast<int>(line.size()), line.data());
       }
       map.ranges_.emplace_back(start, end);
     }
@@ -307,13 +297,13 @@ bool is_managed(const void* p) {
 
 char* MapFresh(size_t len) {
   void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) DieErrno("mmap");
+  if (p == MAP_FAILED) die_errno("mmap");
   return static_cast<char*>(p);
 }
 
 char* MallocOrDie(size_t len) {
   auto* p = static_cast<char*>(std::malloc(len));
-  if (p == nullptr) Die("malloc(%zu) failed", len);
+  if (p == nullptr) die("malloc(%zu) failed", len);
   return p;
 }
 
@@ -324,8 +314,8 @@ void TransferAll(const char* what, size_t n, Io io) {
   while (done < n) {
     const ssize_t r = io(done);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) DieErrno(what);
-    if (r == 0) Die("%s: unexpected end of file after %zu of %zu bytes", what, done, n);
+    if (r < 0) die_errno(what);
+    if (r == 0) die("%s: unexpected end of file after %zu of %zu bytes", what, done, n);
     done += static_cast<size_t>(r);
   }
 }
@@ -341,14 +331,6 @@ std::string DescribeStatus(int status) {
     std::snprintf(text, sizeof text, "wait status 0x%x", status);
   }
   return text;
-}
-
-int WaitFor(pid_t pid) {
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) DieErrno("waitpid");
-  }
-  return status;
 }
 
 class Options {
@@ -510,9 +492,9 @@ Block AllocateBlock(const PlannedBlock& plan) {
       p = std::aligned_alloc(plan.align, plan.len);
       break;
   }
-  if (p == nullptr) Die("cannot allocate %s of %zu bytes", KindName(plan.kind), plan.len);
+  if (p == nullptr) die("cannot allocate %s of %zu bytes", KindName(plan.kind), plan.len);
   if (reinterpret_cast<uintptr_t>(p) % plan.align != 0) {
-    Die("%s of %zu bytes at %p is not aligned to %zu", KindName(plan.kind), plan.len, p,
+    die("%s of %zu bytes at %p is not aligned to %zu", KindName(plan.kind), plan.len, p,
         plan.align);
   }
   return Block{plan.id,  plan.kind, static_cast<char*>(p),
@@ -521,7 +503,7 @@ Block AllocateBlock(const PlannedBlock& plan) {
 
 void ReleaseBlock(Block& b) {
   if (b.kind == Kind::kMmap) {
-    if (munmap(b.base, b.len) != 0) DieErrno("munmap");
+    if (munmap(b.base, b.len) != 0) die_errno("munmap");
   } else {
     std::free(b.base);
   }
@@ -697,25 +679,25 @@ class Worker {
 
   void Remap(Block& b, size_t new_len) {
     void* p = mremap(b.base, b.len, new_len, MREMAP_MAYMOVE);
-    if (p == MAP_FAILED) DieErrno("mremap");
+    if (p == MAP_FAILED) die_errno("mremap");
     b.base = static_cast<char*>(p);
     b.len = new_len;
   }
 
   void Realloc(Block& b, size_t new_len) {
     void* p = std::realloc(b.base, new_len);
-    if (p == nullptr) Die("realloc(%p, %zu) failed", static_cast<void*>(b.base), new_len);
+    if (p == nullptr) die("realloc(%p, %zu) failed", static_cast<void*>(b.base), new_len);
     b.base = static_cast<char*>(p);
     b.len = new_len;
   }
 
   static void Unmap(char* p, size_t len) {
-    if (munmap(p, len) != 0) DieErrno("partial munmap");
+    if (munmap(p, len) != 0) die_errno("partial munmap");
   }
 
   // MADV_DONTNEED on private anonymous memory must make the range read zero.
   void Discard(const Block& b, size_t start, size_t len) {
-    if (madvise(b.base + start, len, MADV_DONTNEED) != 0) DieErrno("madvise(MADV_DONTNEED)");
+    if (madvise(b.base + start, len, MADV_DONTNEED) != 0) die_errno("madvise(MADV_DONTNEED)");
     bad_ += Verify(b.base + start, b.origin + start, len, Pattern::Zero(), b.label());
   }
 
@@ -795,7 +777,7 @@ void CheckManaged(std::vector<Worker>& workers, bool require, size_t& managed, s
       }
     }
   }
-  if (outside > 0) Die("%zu blocks are not managed (--require-managed)", outside);
+  if (outside > 0) die("%zu blocks are not managed (--require-managed)", outside);
 }
 
 int RunStress(Options& options) {
@@ -829,7 +811,7 @@ int RunStress(Options& options) {
     verified += w.verified();
     mutations += w.mutations();
   }
-  if (bad > 0) Die("%llu bytes differ from the model", static_cast<unsigned long long>(bad));
+  if (bad > 0) die("%llu bytes differ from the model", static_cast<unsigned long long>(bad));
   const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - started;
   const bool gibs = verified >= (1 << 30);
   std::printf(
@@ -852,7 +834,7 @@ int TempFile() {
   std::string path =
       std::string(dir != nullptr && *dir != '\0' ? dir : "/tmp") + "/extmem-workload-XXXXXX";
   const int fd = mkstemp(path.data());
-  if (fd < 0) DieErrno(path.c_str());
+  if (fd < 0) die_errno(path.c_str());
   unlink(path.c_str());
   return fd;
 }
@@ -914,7 +896,7 @@ int RunSyscalls(Options& options) {
   bad += CheckFile(dst, kLen, kLen, file_pattern, {"file written from a filled buffer", -1});
 
   int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) DieErrno("pipe2");
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) die_errno("pipe2");
   std::thread reader([&] {
     size_t got = 0;
     for (;;) {
@@ -924,12 +906,12 @@ int RunSyscalls(Options& options) {
       const ssize_t n =
           room > 0 ? read(pipe_fds[0], sink + got, room) : read(pipe_fds[0], &extra, 1);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) DieErrno("read from the pipe");
+      if (n < 0) die_errno("read from the pipe");
       if (n == 0) break;
-      if (room == 0) Die("the pipe delivered more than %zu bytes", kLen + kGap);
+      if (room == 0) die("the pipe delivered more than %zu bytes", kLen + kGap);
       got += static_cast<size_t>(n);
     }
-    if (got != kLen + kGap) Die("the pipe delivered %zu of %zu bytes", got, kLen + kGap);
+    if (got != kLen + kGap) die("the pipe delivered %zu of %zu bytes", got, kLen + kGap);
   });
   TransferAll("write to the pipe", kLen,
               [&](size_t done) { return write(pipe_fds[1], mapped + done, kLen - done); });
@@ -941,7 +923,7 @@ int RunSyscalls(Options& options) {
   bad += Verify(sink, 0, kLen, file_pattern, {"pipe data from a filled buffer", -1});
   bad += Verify(sink + kLen, 0, kGap, Pattern::Zero(), {"pipe data from untouched memory", -1});
 
-  if (bad > 0) Die("%llu bytes differ", static_cast<unsigned long long>(bad));
+  if (bad > 0) die("%llu bytes differ", static_cast<unsigned long long>(bad));
   const ArenaMap arena = ArenaMap::Load();
   const struct {
     const char* name;
@@ -962,7 +944,7 @@ int RunSyscalls(Options& options) {
     }
   }
   if (require && managed != std::size(buffers)) {
-    Die("only %zu of %zu buffers are managed (--require-managed)", managed, std::size(buffers));
+    die("only %zu of %zu buffers are managed (--require-managed)", managed, std::size(buffers));
   }
   close(src);
   close(dst);
@@ -988,12 +970,12 @@ int RunChild(F body) {
   std::fflush(stdout);
   std::fflush(stderr);
   const pid_t pid = fork();
-  if (pid < 0) DieErrno("fork");
+  if (pid < 0) die_errno("fork");
   if (pid == 0) {
     body();
     _exit(0);
   }
-  return WaitFor(pid);
+  return wait_child(pid);
 }
 
 // For a child that is expected to die by SIGSEGV: no crash report and no core file.
@@ -1005,7 +987,7 @@ void ExpectCrashInChild() {
 
 void ExpectExit(const char* what, int status, int code) {
   if (!WIFEXITED(status) || WEXITSTATUS(status) != code) {
-    Die("%s: expected exit status %d, got %s", what, code, DescribeStatus(status).c_str());
+    die("%s: expected exit status %d, got %s", what, code, DescribeStatus(status).c_str());
   }
 }
 
@@ -1017,7 +999,7 @@ const char* CheckTouchOutcome(const char* what, int status, bool managed) {
     return "ok";
   }
   if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGSEGV) {
-    Die("%s the managed buffer: expected SIGSEGV, got %s", what, DescribeStatus(status).c_str());
+    die("%s the managed buffer: expected SIGSEGV, got %s", what, DescribeStatus(status).c_str());
   }
   return "SIGSEGV";
 }
@@ -1033,15 +1015,15 @@ void AllocateInChild() {
     std::free(p);
   }
   auto* zeroed = static_cast<char*>(std::calloc(1, 8 * kMiB));
-  if (zeroed == nullptr) Die("calloc in the child failed");
+  if (zeroed == nullptr) die("calloc in the child failed");
   bad += Verify(zeroed, 0, 8 * kMiB, Pattern::Zero(), {"calloc block in the child", -1});
   std::free(zeroed);
   char* mapped = MapFresh(16 * kMiB);
   bad += CheckFreshMapping(mapped, 0, 16 * kMiB, {"mmap block in the child", -1});
   Fill(mapped, 0, 16 * kMiB, pattern);
   bad += Verify(mapped, 0, 16 * kMiB, pattern, {"mmap block in the child", -1});
-  if (munmap(mapped, 16 * kMiB) != 0) DieErrno("munmap in the child");
-  if (bad > 0) Die("%llu bytes differ in the child", static_cast<unsigned long long>(bad));
+  if (munmap(mapped, 16 * kMiB) != 0) die_errno("munmap in the child");
+  if (bad > 0) die("%llu bytes differ in the child", static_cast<unsigned long long>(bad));
 }
 
 int RunFork(Options& options) {
@@ -1067,30 +1049,30 @@ int RunFork(Options& options) {
   });
   const char* write_outcome = CheckTouchOutcome("child writing", write_status, managed);
   if (const uint64_t bad = Verify(buffer, 0, kLen, pattern, parent_view); bad > 0) {
-    Die("a child's writes changed %llu bytes of the parent's buffer",
+    die("a child's writes changed %llu bytes of the parent's buffer",
         static_cast<unsigned long long>(bad));
   }
 
   const int system_status = std::system("exit 3");
-  if (system_status == -1) DieErrno("system");
+  if (system_status == -1) die_errno("system");
   ExpectExit("system(\"exit 3\")", system_status, 3);
 
   FILE* echo = popen("echo hello", "r");
-  if (echo == nullptr) DieErrno("popen");
+  if (echo == nullptr) die_errno("popen");
   char line[64] = "";
   const bool got_line = std::fgets(line, sizeof line, echo) != nullptr;
   ExpectExit("popen(\"echo hello\")", pclose(echo), 0);
   if (!got_line || std::strcmp(line, "hello\n") != 0) {
-    Die("popen(\"echo hello\") read '%s', expected 'hello'", line);
+    die("popen(\"echo hello\") read '%s', expected 'hello'", line);
   }
 
   char true_path[] = "/bin/true";
   char* const true_argv[] = {true_path, nullptr};
   pid_t pid = 0;
   if (const int err = posix_spawn(&pid, true_path, nullptr, nullptr, true_argv, environ)) {
-    Die("posix_spawn(/bin/true): %s", std::strerror(err));
+    die("posix_spawn(/bin/true): %s", std::strerror(err));
   }
-  ExpectExit("posix_spawn(/bin/true)", WaitFor(pid), 0);
+  ExpectExit("posix_spawn(/bin/true)", wait_child(pid), 0);
   ExpectExit("fork+execv(/bin/true)", RunChild([&] {
                execv(true_path, true_argv);
                _exit(127);
@@ -1100,7 +1082,7 @@ int RunFork(Options& options) {
   ExpectExit("child allocating after fork", RunChild(AllocateInChild), 0);
 
   if (const uint64_t bad = Verify(buffer, 0, kLen, pattern, parent_view); bad > 0) {
-    Die("%llu bytes of the parent's buffer differ", static_cast<unsigned long long>(bad));
+    die("%llu bytes of the parent's buffer differ", static_cast<unsigned long long>(bad));
   }
   munmap(buffer, kLen);
   std::printf(
@@ -1137,7 +1119,7 @@ int RunHold(Options& options) {
   }
   SleepSeconds(*seconds);
   if (const uint64_t bad = Verify(buffer, 0, len, pattern, {"held buffer", -1}); bad > 0) {
-    Die("%llu bytes of the held buffer differ", static_cast<unsigned long long>(bad));
+    die("%llu bytes of the held buffer differ", static_cast<unsigned long long>(bad));
   }
   munmap(buffer, len);
   std::printf("hold ok: %llu MiB held for %llu s and verified\n",
@@ -1175,15 +1157,15 @@ int RunBehindTheShim(Options& options) {
   Fill(block, 0, len / 2, pattern);
 
   // Unmap 1 MiB in the touched half.
-  if (syscall(SYS_munmap, block + 2 * kMiB, kMiB) != 0) DieErrno("munmap(2)");
+  if (syscall(SYS_munmap, block + 2 * kMiB, kMiB) != 0) die_errno("munmap(2)");
   // Move 4 MiB that straddle the touched and untouched halves to a new address.
   char* target = static_cast<char*>(
       mmap(nullptr, 4 * kMiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
-  if (target == MAP_FAILED) DieErrno("mmap(target)");
+  if (target == MAP_FAILED) die_errno("mmap(target)");
   char* const moved_from = block + 6 * kMiB;
   void* moved = reinterpret_cast<void*>(
       syscall(SYS_mremap, moved_from, 4 * kMiB, 4 * kMiB, MREMAP_MAYMOVE | MREMAP_FIXED, target));
-  if (moved != target) DieErrno("mremap(2)");
+  if (moved != target) die_errno("mremap(2)");
 
   uint64_t bad = Verify(block, 0, 2 * kMiB, pattern, {"head", -1});
   bad += Verify(block + 3 * kMiB, 3 * kMiB, 3 * kMiB, pattern, {"before the moved part", -1});
@@ -1193,7 +1175,7 @@ int RunBehindTheShim(Options& options) {
   // New writes to moved pages that were never touched go through the daemon too.
   Fill(target + 2 * kMiB, 8 * kMiB, 2 * kMiB, pattern);
   bad += Verify(target + 2 * kMiB, 8 * kMiB, 2 * kMiB, pattern, {"moved, rewritten", -1});
-  if (bad > 0) Die("%llu bytes differ", static_cast<unsigned long long>(bad));
+  if (bad > 0) die("%llu bytes differ", static_cast<unsigned long long>(bad));
   std::printf("behind-the-shim ok: block %s, unmapped 1 MiB, moved 4 MiB\n",
               is_managed(block) ? "managed" : "unmanaged");
   return 0;
@@ -1209,6 +1191,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   g_command = argv[1];
+  extmem::clients::die_context = g_command;
   InstallCrashReporter();
   Options options(argc, argv);
   if (command == "stress") return RunStress(options);
