@@ -110,7 +110,10 @@ declare -A MEDIAN SUM MAJOR READ WRITTEN FAILED FAILURE
 run_limited() {  # name log why command...
   local name=$1 out=$2 why=$3 t0=$SECONDS rc=0
   shift 3
+  # --foreground: Ctrl-C reaches the run too. timeout then exits 128 + the signal instead
+  # of dying of it, so the shell does not run its trap: the harness stops here.
   timeout --foreground -k 10 "$TIMEOUT" "$@" > "$out" || rc=$?
+  case $rc in 129 | 130 | 143) exit "$rc" ;; esac
   if ((rc != 0 && SECONDS - t0 >= TIMEOUT)); then
     FAILED[$name]=HUNG FAILURE[$name]="stopped after $TIMEOUT s"
     log "$name: HUNG (stopped after $TIMEOUT s)"
