@@ -1,5 +1,8 @@
 #include "client/client.hpp"
 
+#include <algorithm>
+#include <cstring>
+
 #include <spdlog/spdlog.h>
 
 #include "extmem/units.hpp"
@@ -35,8 +38,21 @@ ClientTerms Client::terms() const {
 }
 
 void Client::set_terms(ClientTerms terms) {
-  std::lock_guard lock(terms_mu_);
-  terms_ = std::move(terms);
+  std::lock_guard lock(mu);
+  {
+    std::lock_guard terms_lock(terms_mu_);
+    terms_ = std::move(terms);
+  }
+  save_terms();
+}
+
+void Client::save_terms() {
+  if (!record_) return;
+  const ClientTerms now = terms();
+  SwapRecordTerms saved{now.limit_pages, now.min_pages, now.weight, {}};
+  const std::string_view name = policy->name();
+  memcpy(saved.policy, name.data(), std::min(name.size(), sizeof(saved.policy) - 1));
+  record_->save_terms(saved);
 }
 
 void Client::sample_rates(std::chrono::steady_clock::time_point now) {
@@ -71,6 +87,7 @@ void Client::replace_policy(std::unique_ptr<Policy> next) {
     if (is_resident(state)) next->on_resident(page);
   });
   policy = std::move(next);
+  save_terms();
 }
 
 bool Client::attach_hints(std::unique_ptr<HintChannel> channel) {

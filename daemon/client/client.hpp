@@ -145,6 +145,7 @@ class Client : public std::enable_shared_from_this<Client> {
   uint64_t limit_pages() const { return limit_pages_.load(std::memory_order_relaxed); }
   void set_limit_pages(uint64_t limit) { limit_pages_.store(limit, std::memory_order_relaxed); }
   ClientTerms terms() const;
+  // Changes the terms, and saves them in the swap record for a restarted daemon.
   void set_terms(ClientTerms terms);
   std::chrono::steady_clock::time_point started() const { return started_; }
 
@@ -152,8 +153,8 @@ class Client : public std::enable_shared_from_this<Client> {
   void sample_rates(std::chrono::steady_clock::time_point now);
   ClientRates rates() const;
 
-  // Replaces the policy and tells the new one about every resident page. Call with `mu`
-  // held.
+  // Replaces the policy and tells the new one about every resident page; saves its name
+  // in the swap record. Call with `mu` held.
   void replace_policy(std::unique_ptr<Policy> next);
   ClientCounters& counters() { return counters_; }
   // The hint ring, once the client attached one (at most once).
@@ -210,6 +211,9 @@ class Client : public std::enable_shared_from_this<Client> {
   std::string describe();
 
  private:
+  // Writes the terms and the policy's name to the swap record, if any. Call with `mu` held.
+  void save_terms();
+
   uint64_t id_;
   ClientIdentity identity_;
   kernel::UniqueFd socket_;
@@ -220,7 +224,7 @@ class Client : public std::enable_shared_from_this<Client> {
   uint64_t arena_size_;
   std::atomic<uint64_t> limit_pages_;
   SwapDevice* swap_;
-  std::unique_ptr<SwapRecord> record_;
+  std::unique_ptr<SwapRecord> record_;  // under mu once shared
   ClientCounters counters_;
   std::mutex hints_mu_;
   std::unique_ptr<HintChannel> hints_;

@@ -11,6 +11,11 @@
 // Order of writes that keeps it truthful across a crash at any instant: a page's bit is
 // set before its memory is punched out (a set bit over data still in the memfd means
 // "resident": the memfd wins), and cleared only after the page is back in memory.
+//
+// The header keeps the terms the client registered with; terms changed later (extmemctl
+// set-limit, set-policy) go to two slots after the chunks, written alternately, each with
+// a sequence number and a checksum: a daemon killed while writing one leaves the other
+// intact. A record without the slots (written by an older extmemd) is read as before.
 #pragma once
 
 #include <sys/types.h>
@@ -49,6 +54,14 @@ struct SwapRecordHeader {
   uint32_t checksum = 0;  // of every byte above
 };
 
+// Terms changed after registration, as a restarted daemon should apply them.
+struct SwapRecordTerms {
+  uint64_t limit_pages = 0;
+  uint64_t min_pages = 0;
+  uint32_t weight = 0;
+  char policy[32] = {};
+};
+
 class SwapRecord {
  public:
   static constexpr uint64_t kChunkPages = 512;
@@ -78,6 +91,11 @@ class SwapRecord {
   }
   uint64_t chunk_count() const { return chunk_count_; }
 
+  // The terms a restarted daemon applies: the newest intact slot's, else the header's.
+  SwapRecordTerms terms() const;
+  // Saves changed terms into the older slot. Callers serialize (the client's lock).
+  void save_terms(const SwapRecordTerms& terms);
+
   // Deletes the segment (the client left for good).
   void remove();
 
@@ -87,14 +105,20 @@ class SwapRecord {
     uint32_t reserved;
     uint64_t in_swap[kChunkPages / 64];
   };
+  struct TermsSlot {
+    uint64_t sequence;  // 0: never written
+    SwapRecordTerms terms;
+    uint32_t checksum;  // of the sequence and the terms
+  };
   struct Segment;
-  SwapRecord(std::string name, std::unique_ptr<Segment> segment);
+  SwapRecord(std::string name, std::unique_ptr<Segment> segment, bool has_terms_slots);
 
   std::string name_;
   std::unique_ptr<Segment> segment_;
   SwapRecordHeader* header_ = nullptr;
   Chunk* chunks_ = nullptr;
   uint64_t chunk_count_ = 0;
+  TermsSlot* slots_ = nullptr;  // two, or none in an older daemon's record
 };
 
 uint32_t swap_record_checksum(const SwapRecordHeader& header);

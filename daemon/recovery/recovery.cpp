@@ -100,10 +100,12 @@ Result<std::shared_ptr<Client>> recover(SwapRecord& record, ClientRegistry& regi
       arena_segments(h.pid, static_cast<dev_t>(h.memfd_device), static_cast<ino_t>(h.memfd_inode));
   if (!segments) return segments.error();
 
-  std::unique_ptr<Policy> policy = make_policy(h.policy);
+  // As they last were: set at registration, or changed later through the control plane.
+  const SwapRecordTerms saved = record.terms();
+  std::unique_ptr<Policy> policy = make_policy(saved.policy);
   if (!policy) policy = make_policy(kDefaultPolicy);
   ClientIdentity identity{h.pid, h.uid, 0, executable_name(h.pid)};
-  ClientTerms terms{h.limit_pages, h.min_pages, h.weight, "recovered"};
+  ClientTerms terms{saved.limit_pages, saved.min_pages, saved.weight, "recovered"};
   auto client = std::make_shared<Client>(registry.next_id(), std::move(identity),
                                          kernel::UniqueFd(), std::move(*process), std::move(*uffd),
                                          std::move(*memfd), h.arena_base, h.arena_size,

@@ -9,8 +9,10 @@
 #include <regex>
 #include <thread>
 
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "extmem/v1/control.grpc.pb.h"
 #include "harness.hpp"
 
 namespace extmem::testing {
@@ -91,6 +93,71 @@ TEST(Recovery, ClientsSurviveADaemonKilledMidPaging) {
       << second.log();
   second.stop();
   EXPECT_EQ(records_left(dir), 0u) << "records of clients that left are removed";
+}
+
+// The client `pid` as the daemon's control plane lists it, polled until it is there.
+std::optional<v1::ClientStats> listed_client(const Daemon& daemon, pid_t pid) {
+  auto stub = v1::Control::NewStub(
+      grpc::CreateChannel("unix:" + daemon.control_path(), grpc::InsecureChannelCredentials()));
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  do {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::ListClientsResponse list;
+    if (stub->ListClients(&context, {}, &list).ok()) {
+      for (const auto& c : list.clients()) {
+        if (c.pid() == pid) return c;
+      }
+    }
+    std::this_thread::sleep_for(50ms);
+  } while (std::chrono::steady_clock::now() < end);
+  return std::nullopt;
+}
+
+TEST(Recovery, TermsSetThroughTheControlPlaneSurviveARestart) {
+  constexpr uint64_t kMiB = 1 << 20;
+  ScratchDir dir;
+  auto first = std::make_unique<Daemon>(dir, daemon_args(dir));
+  Started client = start_paging(
+      dir, *first, {"integrity", "--mib", "48", "--threads", "2", "--seconds", "8"}, "24M");
+  ASSERT_TRUE(listed_client(*first, client.pid)) << first->log();
+  auto stub = v1::Control::NewStub(
+      grpc::CreateChannel("unix:" + first->control_path(), grpc::InsecureChannelCredentials()));
+  {
+    grpc::ClientContext context;
+    v1::SetLimitRequest request;
+    request.mutable_client()->set_pid(client.pid);
+    request.set_limit_bytes(16 * kMiB);
+    request.set_min_bytes(4 * kMiB);
+    request.set_weight(300);
+    v1::SetLimitResponse response;
+    grpc::Status s = stub->SetLimit(&context, request, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  {
+    grpc::ClientContext context;
+    v1::SetPolicyRequest request;
+    request.mutable_client()->set_pid(client.pid);
+    request.set_policy("fifo");
+    v1::SetPolicyResponse response;
+    grpc::Status s = stub->SetPolicy(&context, request, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  std::this_thread::sleep_for(1s);
+  first->crash();
+
+  Daemon second(dir, daemon_args(dir));
+  ASSERT_TRUE(second.wait_for_log("took back 1 client", 10s)) << second.log();
+  auto recovered = listed_client(second, client.pid);
+  ASSERT_TRUE(recovered) << second.log();
+  EXPECT_EQ(recovered->limit_bytes(), 16 * kMiB) << "the limit set live, not the 24M registered";
+  EXPECT_EQ(recovered->min_bytes(), 4 * kMiB);
+  EXPECT_EQ(recovered->weight(), 300u);
+  EXPECT_EQ(recovered->policy(), "fifo");
+  EXPECT_EQ(recovered->limit_source(), "recovered");
+  ProcessResult r = wait_process(client, 120s);
+  ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- new daemon\n" << second.log();
+  EXPECT_NE(r.out.find("mismatches 0"), std::string::npos) << r.out;
 }
 
 TEST(Recovery, RecordsOfExitedClientsAreDropped) {

@@ -63,6 +63,56 @@ TEST_F(SwapRecordTest, WhatIsWrittenIsWhatAnotherOpenReads) {
   EXPECT_EQ((*again)->cluster(8), SwapRecord::kNoCluster);
 }
 
+SwapRecordTerms terms_of(uint64_t limit_pages, const char* policy) {
+  SwapRecordTerms t{limit_pages, limit_pages / 4, 200, {}};
+  snprintf(t.policy, sizeof(t.policy), "%s", policy);
+  return t;
+}
+
+TEST_F(SwapRecordTest, TermsAreTheRegisteredOnesUntilChangedThenTheLatest) {
+  auto record = SwapRecord::create(test_header());
+  ASSERT_TRUE(record.ok());
+  auto reopened = [&] {
+    auto opened = SwapRecord::open((*record)->name());
+    EXPECT_TRUE(opened.ok());
+    return std::move(*opened);
+  };
+  SwapRecordTerms t = reopened()->terms();
+  EXPECT_EQ(t.limit_pages, 1000u);
+  EXPECT_STREQ(t.policy, "fifo");
+  for (uint64_t limit : {2000, 3000, 4000}) {
+    (*record)->save_terms(terms_of(limit, limit == 4000 ? "frontier" : "clock"));
+  }
+  t = reopened()->terms();
+  EXPECT_EQ(t.limit_pages, 4000u);
+  EXPECT_EQ(t.min_pages, 1000u);
+  EXPECT_EQ(t.weight, 200u);
+  EXPECT_STREQ(t.policy, "frontier");
+  EXPECT_EQ(reopened()->header().limit_pages, 1000u) << "the header keeps the registered terms";
+}
+
+// A daemon killed in the middle of saving leaves a torn slot: the one before it is used.
+TEST_F(SwapRecordTest, ATornSaveFallsBackToTheTermsBeforeIt) {
+  auto record = SwapRecord::create(test_header());
+  ASSERT_TRUE(record.ok());
+  (*record)->save_terms(terms_of(2000, "clock"));
+  (*record)->save_terms(terms_of(3000, "frontier"));
+  {
+    bip::shared_memory_object shm(bip::open_only, (*record)->name().c_str(), bip::read_write);
+    bip::mapped_region region(shm, bip::read_write);
+    char* base = static_cast<char*>(region.get_address());
+    char* latest =
+        static_cast<char*>(memmem(base, region.get_size(), "frontier", strlen("frontier")));
+    ASSERT_NE(latest, nullptr);
+    latest[0] = 'F';
+  }
+  auto opened = SwapRecord::open((*record)->name());
+  ASSERT_TRUE(opened.ok());
+  SwapRecordTerms t = (*opened)->terms();
+  EXPECT_EQ(t.limit_pages, 2000u);
+  EXPECT_STREQ(t.policy, "clock");
+}
+
 TEST_F(SwapRecordTest, OnlyRecordsOfTheSameSwapFileAreListed) {
   auto record = SwapRecord::create(test_header());
   ASSERT_TRUE(record.ok());
