@@ -86,6 +86,8 @@ void Client::replace_policy(std::unique_ptr<Policy> next) {
   pages.for_each_nonempty(1, pages.pages() - 1, [&](uint64_t page, PageState state) {
     if (is_resident(state)) next->on_resident(page);
   });
+  hot_hints.for_each_hot(
+      [&](uint64_t first, uint64_t count) { next->on_hint(first, count, PageHint::kHot); });
   policy = std::move(next);
   save_terms();
 }
@@ -133,7 +135,7 @@ std::string Client::describe() {
     std::lock_guard lock(mu);
     resident_pages = pages.resident_pages();
     swapped_pages = pages.swapped_pages();
-    metadata_bytes = pages.memory_bytes() + policy->memory_bytes();
+    metadata_bytes = pages.memory_bytes() + policy->memory_bytes() + hot_hints.memory_bytes();
     policy_name = policy->name();
   }
   const ClientCounters& c = counters_;

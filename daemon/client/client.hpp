@@ -25,6 +25,7 @@
 #include "extmem/kernel/pidfd.hpp"
 #include "extmem/kernel/uffd.hpp"
 #include "fault/readahead.hpp"
+#include "policy/page_hints.hpp"
 #include "policy/policy.hpp"
 
 namespace extmem::daemon {
@@ -153,8 +154,8 @@ class Client : public std::enable_shared_from_this<Client> {
   void sample_rates(std::chrono::steady_clock::time_point now);
   ClientRates rates() const;
 
-  // Replaces the policy and tells the new one about every resident page; saves its name
-  // in the swap record. Call with `mu` held.
+  // Replaces the policy and tells the new one about every resident page and the hot
+  // ranges; saves its name in the swap record. Call with `mu` held.
   void replace_policy(std::unique_ptr<Policy> next);
   ClientCounters& counters() { return counters_; }
   // The hint ring, once the client attached one (at most once).
@@ -193,6 +194,9 @@ class Client : public std::enable_shared_from_this<Client> {
   std::vector<std::unique_ptr<SwapIn>> deferred_reads;
   // Unreadable pages that cannot be poisoned, by page: the faulting address, whose
   // threads are left waiting until retry_stalled_reads wakes them to try again.
+  // The ranges the application declared hot, kept across policy switches (the new
+  // policy is told them again).
+  HotRanges hot_hints;
   std::unordered_map<uint64_t, uintptr_t> stalled_reads;
   // Signalled when reclaim freed memory for this client.
   std::condition_variable room;

@@ -80,6 +80,7 @@ uint64_t apply(Client& client, const hints::HintEntry& e, Pager& pager) {
     switch (hint) {
       case Hint::kNormal:
         client.access_advice.set(first, count, AccessPattern::kNormal);
+        client.hot_hints.set_hot(first, count, false);
         client.policy->on_hint(first, count, PageHint::kNormal);
         break;
       case Hint::kSequential:
@@ -87,10 +88,12 @@ uint64_t apply(Client& client, const hints::HintEntry& e, Pager& pager) {
         client.access_advice.set(first, count, pattern_of(e.hint));
         break;
       case Hint::kHot:
+        client.hot_hints.set_hot(first, count, true);
         client.policy->on_hint(first, count, PageHint::kHot);
         break;
       case Hint::kCold:
       case Hint::kPageOut:
+        client.hot_hints.set_hot(first, count, false);
         client.policy->on_hint(first, count, PageHint::kNormal);  // no longer hot
         mark_cold(client, first, count, &pageout);
         break;

@@ -13,7 +13,8 @@
 
 namespace extmem::daemon {
 
-class PageHints {
+// The ranges of pages declared hot.
+class HotRanges {
  public:
   static constexpr size_t kMaxHotRanges = 4096;
 
@@ -38,17 +39,30 @@ class PageHints {
     return it != hot_.begin() && page < std::prev(it)->second;
   }
 
+  // fn(first, pages) for each hot range, in page order.
+  template <typename Fn>
+  void for_each_hot(Fn&& fn) const {
+    for (const auto& [first, end] : hot_) fn(first, end - first);
+  }
+
   uint64_t memory_bytes() const {
     // A map node: three pointers and a colour, then the pair.
-    return hot_.size() * allocated(4 * sizeof(void*) + 2 * sizeof(uint64_t)) +
+    return hot_.size() * allocated(4 * sizeof(void*) + 2 * sizeof(uint64_t));
+  }
+
+ private:
+  std::map<uint64_t, uint64_t> hot_;  // first -> end, disjoint
+};
+
+class PageHints : public HotRanges {
+ public:
+  uint64_t memory_bytes() const {
+    return HotRanges::memory_bytes() +
            (cold.size() / 64 + 1) * (allocated(512) + 2 * sizeof(void*));
   }
 
   // Pages declared cold while resident, oldest first; entries may be stale.
   std::deque<uint64_t> cold;
-
- private:
-  std::map<uint64_t, uint64_t> hot_;  // first -> end, disjoint
 };
 
 }  // namespace extmem::daemon

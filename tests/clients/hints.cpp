@@ -1,9 +1,10 @@
 // A client of the hint API for the integration tests: it runs under the shim and finds
 // extmem_advise & co. with dlsym, so it also runs (and reports) without it.
 //
-//   hints cold-hot --mib N        hot, other and cold regions of N MiB each (in that order),
-//                                 then 2N MiB of pressure; prints how much of each stayed
-//                                 resident
+//   hints cold-hot --mib N [--switch-policy P]
+//                                 hot, other and cold regions of N MiB each (in that order),
+//                                 then (after extmem_set_policy(P), if given) 2N MiB of
+//                                 pressure; prints how much of each stayed resident
 //   hints willneed --mib N        N MiB evicted, WILLNEED, then a random-order read of it;
 //                                 prints the major faults the read took
 //   hints no-willneed --mib N     the same without the hint
@@ -127,7 +128,7 @@ size_t mib_arg(int argc, char** argv) {
   return strtoull(option(argc, argv, "--mib", "16"), nullptr, 10);
 }
 
-int cold_hot(size_t mib) {
+int cold_hot(size_t mib, const char* switch_policy) {
   const size_t bytes = mib * kMiB;
   // By age alone the hot region would go first and the cold one last.
   unsigned char* hot = allocate(bytes);
@@ -140,6 +141,7 @@ int cold_hot(size_t mib) {
   advise(hot, bytes, EXTMEM_HINT_HOT);
   advise(cold, bytes, EXTMEM_HINT_COLD);
   wait_applied(applied + 2);
+  if (switch_policy != nullptr && g_set_policy(switch_policy) != 0) die_errno("extmem_set_policy");
   // Pressure, written after the hints: a little more than the cold region must go.
   const size_t pressure_bytes = 2 * bytes;
   unsigned char* pressure = allocate(pressure_bytes);
@@ -352,7 +354,9 @@ int main(int argc, char** argv) {
   }
   find_api();
   const std::string command = argv[1];
-  if (command == "cold-hot") return cold_hot(mib_arg(argc, argv));
+  if (command == "cold-hot") {
+    return cold_hot(mib_arg(argc, argv), option(argc, argv, "--switch-policy", nullptr));
+  }
   if (command == "willneed") return willneed(mib_arg(argc, argv), true);
   if (command == "no-willneed") return willneed(mib_arg(argc, argv), false);
   if (command == "stats") return stats_command();

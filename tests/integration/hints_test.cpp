@@ -76,6 +76,20 @@ TEST(Hints, ColdPagesAreEvictedFirstAndHotPagesStayFifo) {
   expect_cold_evicted_first_and_hot_kept("fifo");
 }
 
+// A policy switch (here by the client itself, after its hints) keeps the hot ranges: the
+// new policy spares them as the old one would have.
+TEST(Hints, HotRangesOutliveAPolicySwitch) {
+  ScratchDir dir;
+  Daemon daemon(dir, daemon_args(dir));
+  ProcessResult r =
+      run_process(dir, hints_argv(dir, {"cold-hot", "--mib", "8", "--switch-policy", "fifo"}),
+                  limited(daemon, "32M", "clock"));
+  ASSERT_EQ(r.exit_code, 0) << describe(r) << "\n--- daemon log\n" << daemon.log();
+  EXPECT_THAT(r.out, HasSubstr("mismatches 0"));
+  EXPECT_EQ(number_after(r.out, "hot_resident_pages"), 8u * 256) << r.out;
+  EXPECT_THAT(daemon.log(), HasSubstr("policy set to fifo by the client"));
+}
+
 TEST(Hints, WillNeedBringsEvictedPagesBackBeforeTheyAreRead) {
   ScratchDir dir;
   Daemon daemon(dir, daemon_args(dir));
