@@ -139,14 +139,15 @@ void FaultLoop::run(PagingRing& ring) {
       spdlog::critical("paging thread: {}", got.error().message());
       return;
     }
+    // Finished reads first: mapping one wakes an application thread that waits now.
+    for (size_t i = 0; i < *got; ++i) {
+      if (PagingRing::kind_of(done[i].tag) == Kind::kRead) ring.finish_read(done[i]);
+    }
     for (size_t i = 0; i < *got; ++i) {
       const kernel::IoRing::Completion& c = done[i];
       const Kind kind = PagingRing::kind_of(c.tag);
-      if (kind == Kind::kRead) {
-        ring.finish_read(c);
+      if (kind == Kind::kRead || kind == Kind::kIgnore || stopping_.load(std::memory_order_relaxed))
         continue;
-      }
-      if (kind == Kind::kIgnore || stopping_.load(std::memory_order_relaxed)) continue;
       if (kind == Kind::kWake) {
         std::vector<std::shared_ptr<Client>> added;
         {
