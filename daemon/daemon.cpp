@@ -19,9 +19,6 @@ namespace extmem::daemon {
 
 namespace {
 
-// Swap-in reads in flight at once, over all clients; more are read synchronously.
-constexpr unsigned kSwapInQueueEntries = 128;
-
 sigset_t daemon_signals() {
   sigset_t set;
   sigemptyset(&set);
@@ -96,10 +93,6 @@ Result<void> Daemon::run() {
     pager.swap = swap_.get();
     pager.reclaimer = reclaimer_.get();
     pager.can_poison = (uffd_features & kernel::kFeaturePoison) != 0;
-    auto swap_in = SwapInQueue::start(kSwapInQueueEntries, pager);
-    if (!swap_in) return swap_in.error();
-    swap_in_ = std::move(*swap_in);
-    pager.swap_in = swap_in_.get();
     char size[32];
     spdlog::info("swap {} ({}); access tracking {}", swap_->path(),
                  format_size(swap_->size(), size, sizeof(size)),
@@ -222,8 +215,8 @@ void Daemon::stop_serving() {
   control_->stop();
   server_->stop();
   if (reclaimer_) reclaimer_->stop();
+  // Its threads finish the reads in flight before they leave.
   fault_loop_->stop();
-  if (swap_in_) swap_in_->stop();
   // Evicted pages are read back in before the arena is handed back to the kernel, so
   // the applications go on correctly without us.
   for (const auto& client : registry_.snapshot()) {

@@ -12,7 +12,6 @@
 #include "extmem/kernel/probe.hpp"
 #include "extmem/kernel/result.hpp"
 #include "fault/fault_loop.hpp"
-#include "fault/swap_in_queue.hpp"
 #include "reclaim/reclaimer.hpp"
 #include "server/server.hpp"
 #include "swap/swap_device.hpp"
@@ -49,7 +48,6 @@ class Daemon {
   std::unique_ptr<SwapDevice> swap_;
   std::unique_ptr<Governor> governor_;
   std::unique_ptr<Reclaimer> reclaimer_;
-  std::unique_ptr<SwapInQueue> swap_in_;  // before the fault loop, whose threads use it
   std::unique_ptr<FaultLoop> fault_loop_;
   std::unique_ptr<Server> server_;
   std::unique_ptr<ControlServer> control_;

@@ -1,4 +1,4 @@
-// The threads that serve page faults (fault loop, swap-in reaper, reclaimer) run at the
+// The threads that serve page faults (paging threads, reclaimer) run at the
 // configured priority (daemon.paging_nice): an application's faulting thread waits for
 // them, so under CPU contention every wait of theirs for a CPU is added to a fault. The
 // kernel serves its own swap-ins in the faulting thread, with no such wait.

@@ -6,7 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "extmem/units.hpp"
-#include "fault/swap_in_queue.hpp"
+#include "fault/paging_ring.hpp"
 #include "swap/swap_device.hpp"
 
 namespace extmem::daemon {

@@ -34,6 +34,7 @@ inline constexpr uint64_t kPageSize = 4096;
 
 class SwapDevice;
 struct SwapIn;
+class PagingRing;
 
 struct ClientIdentity {
   pid_t pid = 0;
@@ -188,7 +189,7 @@ class Client : public std::enable_shared_from_this<Client> {
   // Pages with a swap-in read in flight, and the id of that read (see SwapIn).
   std::unordered_map<uint64_t, uint64_t> reading;
   uint64_t last_read_id = 0;
-  // A fault thread is reading and applying this client's events; reads completing
+  // Its paging thread is reading and applying this client's events; reads completing
   // meanwhile wait in deferred_reads (see begin_drain).
   bool uffd_draining = false;
   std::vector<std::unique_ptr<SwapIn>> deferred_reads;
@@ -198,6 +199,9 @@ class Client : public std::enable_shared_from_this<Client> {
   // policy is told them again).
   HotRanges hot_hints;
   std::unordered_map<uint64_t, uintptr_t> stalled_reads;
+  // The ring of the paging thread serving the client, which carries its swap-in reads;
+  // set when the thread is assigned.
+  PagingRing* paging_ring = nullptr;
   // Signalled when reclaim freed memory for this client.
   std::condition_variable room;
 

@@ -196,7 +196,7 @@ options:
   --socket-mode OCTAL    permissions of the client socket (default 0666)
   --control PATH         control socket (default /run/extmem/control.sock)
   --control-mode OCTAL   permissions of the control socket (default 0660)
-  --fault-threads N      fault-handling threads (default 2)
+  --fault-threads N      paging threads, each with its own io_uring (default 2)
   --paging-nice N        nice value of the threads that serve faults, -20 to 19
                          (default -10; 0: the daemon's own)
   --swap PATH            swap file or block device (without one, limits are not enforced)

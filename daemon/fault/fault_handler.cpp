@@ -13,7 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "extmem/units.hpp"
-#include "fault/swap_in_queue.hpp"
+#include "fault/paging_ring.hpp"
 #include "reclaim/reclaimer.hpp"
 #include "swap/swap_device.hpp"
 
@@ -459,8 +459,9 @@ void finish_read(Client& client, SwapIn& read, int32_t result, Pager& pager) {
   }
 }
 
-// Finishes a completed read now, or, while a fault thread holds events of the client it
-// has read but not applied, when that thread has applied them (end_drain): one of them
+// Finishes a completed read now, or, while the paging thread holds events of the client
+// it has read but not applied (a read done synchronously during a drain), when it has
+// applied them (end_drain): one of them
 // may free pages of the read (REMOVE) and the application's punch follows the reading
 // of the event, so mapping now could put old data back into a freed page.
 void complete_or_defer(Client& client, std::unique_ptr<SwapIn> read, int32_t result, Pager& pager) {
@@ -472,13 +473,13 @@ void complete_or_defer(Client& client, std::unique_ptr<SwapIn> read, int32_t res
   finish_read(client, *read, result, pager);
 }
 
-// Starts `reads` on the swap-in queue; those it cannot take are read here, with the lock
-// released during the I/O.
+// Starts `reads` on the client's paging ring; those it cannot take are read here, with the
+// lock released during the I/O.
 void start_reads(std::unique_lock<std::mutex>& lock, Client& client,
                  std::vector<std::unique_ptr<SwapIn>>& reads, Pager& pager) {
   std::vector<std::unique_ptr<SwapIn>> synchronous;
   for (auto& read : reads) {
-    if (pager.swap_in != nullptr) read = pager.swap_in->submit(std::move(read));
+    if (client.paging_ring != nullptr) read = client.paging_ring->submit(std::move(read));
     if (read) synchronous.push_back(std::move(read));
   }
   if (synchronous.empty()) return;
@@ -494,9 +495,10 @@ void start_reads(std::unique_lock<std::mutex>& lock, Client& client,
 }
 
 // Reads evicted pages back for a group of major faults: one read per faulting page with
-// its read-ahead, and one UFFDIO_COPY per read. The reads go to the swap-in queue, which
-// maps each when it completes, so this thread goes on with the client's next events;
-// reads the queue cannot take are done here, with the lock released during the I/O.
+// its read-ahead, and one UFFDIO_COPY per read. The reads go to the client's paging ring,
+// whose thread (this one) maps each when it completes, so it goes on with the client's
+// next events meanwhile; reads the ring cannot take are done here, with the lock released
+// during the I/O.
 // A read fault maps its run write-protected and keeps the swap slots, so the pages can be
 // evicted again with no write while they stay clean. A write fault maps its run writable
 // and frees the slots: a thread writing its way through would otherwise take one

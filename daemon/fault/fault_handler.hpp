@@ -16,7 +16,6 @@ namespace extmem::daemon {
 
 class SwapDevice;
 class Reclaimer;
-class SwapInQueue;
 struct SwapIn;
 
 struct Pager {
@@ -24,20 +23,17 @@ struct Pager {
   Reclaimer* reclaimer = nullptr;
   // UFFDIO_POISON works: unreadable pages raise SIGBUS rather than wait for the device.
   bool can_poison = false;
-  // Where swap-in reads go to complete without holding a fault thread; none: they are
-  // read synchronously.
-  SwapInQueue* swap_in = nullptr;
   int thread_nice = 0;  // of the threads that serve faults (daemon.paging_nice)
 };
 
 // Handles a batch of events read from the client's userfaultfd, in order.
 void handle_events(Client& client, std::span<const uffd_msg> events, Pager& pager);
 
-// Maps a swap-in read that completed with `result` (bytes, or -errno): the swap-in
-// queue's thread calls it.
+// Maps a swap-in read that completed with `result` (bytes, or -errno): the paging thread
+// whose ring carried it calls it.
 void finish_swap_in(std::unique_ptr<SwapIn> read, int32_t result, Pager& pager);
 
-// Around a fault thread's reading and applying of a client's events: reads completing
+// Around a paging thread's reading and applying of a client's events: reads completing
 // meanwhile are finished by end_drain, once every event read is applied.
 void begin_drain(Client& client);
 void end_drain(Client& client, Pager& pager);
@@ -49,7 +45,7 @@ void retry_stalled_reads(Client& client);
 // Starts reading the evicted pages of `piece` back ahead of use (WILLNEED): one read per
 // run of neighbours in a chunk, mapped clean as each completes; as many pages as fit under
 // the client's limit plus half of it (reclaim then evicts others). Call with the client's
-// lock held (released only if the swap-in queue is full). Returns the pages started.
+// lock held (released only if its paging ring takes no more reads). Returns the pages started.
 uint64_t prefetch(std::unique_lock<std::mutex>& lock, Client& client, const Segment& piece,
                   Pager& pager);
 

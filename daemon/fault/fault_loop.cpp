@@ -1,8 +1,9 @@
 #include "fault/fault_loop.hpp"
 
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
+#include <poll.h>
 #include <sys/socket.h>
+
+#include <cstring>
 
 #include <array>
 
@@ -19,14 +20,16 @@ namespace extmem::daemon {
 
 namespace {
 
-constexpr uint64_t kStopToken = UINT64_MAX;
+using Kind = PagingRing::Kind;
 // Batches read per wakeup before the userfaultfd is re-armed, so one busy client cannot
 // starve the others.
 constexpr int kMaxBatchesPerWakeup = 16;
-
-uint64_t token(uint64_t client_id, uint64_t source) {
-  return client_id << 2 | source;
-}
+// Swap-in reads in flight at once per paging thread; more are read synchronously.
+constexpr unsigned kReadsPerThread = 128;
+// The ready masks each one-shot poll waits for.
+constexpr uint32_t kUffdEvents = POLLIN;
+constexpr uint32_t kSocketEvents = POLLIN | POLLRDHUP;
+constexpr uint32_t kPidfdEvents = POLLIN;
 
 }  // namespace
 
@@ -38,106 +41,164 @@ FaultLoop::~FaultLoop() {
 }
 
 Result<void> FaultLoop::start() {
-  epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
-  if (!epoll_) return Error::from_errno("epoll_create1");
-  stop_event_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!stop_event_) return Error::from_errno("eventfd");
-  epoll_event ev = {};
-  ev.events = EPOLLIN;
-  ev.data.u64 = kStopToken;
-  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, stop_event_.get(), &ev) != 0) {
-    return Error::from_errno("epoll_ctl(stop event)");
-  }
   for (unsigned i = 0; i < thread_count_; ++i) {
-    threads_.emplace_back([this] {
+    auto ring = PagingRing::create(kReadsPerThread, pager_);
+    if (!ring) return ring.error();
+    rings_.push_back(std::move(*ring));
+  }
+  for (auto& ring : rings_) {
+    threads_.emplace_back([this, r = ring.get()] {
       enter_paging_thread("extmemd-fault", pager_.thread_nice);
-      run();
+      r->become_owner();
+      run(*r);
     });
   }
   return {};
 }
 
 void FaultLoop::stop() {
-  if (!stop_event_) return;
-  uint64_t one = 1;
-  [[maybe_unused]] ssize_t w = write(stop_event_.get(), &one, sizeof(one));
+  if (threads_.empty()) return;
+  stopping_ = true;
+  for (auto& ring : rings_) {
+    if (auto woken = ring->wake(); !woken) {
+      spdlog::critical("paging ring: cannot wake its thread to stop: {}", woken.error().message());
+    }
+  }
   for (auto& t : threads_) t.join();
   threads_.clear();
-  stop_event_.reset();
 }
 
 Result<void> FaultLoop::add(const std::shared_ptr<Client>& client) {
-  struct Entry {
-    int fd;
-    Source source;
-    uint32_t events;
-  };
-  const Entry entries[] = {
-      {client->uffd_fd(), Source::kUffd, EPOLLIN | EPOLLONESHOT},
-      {client->socket_fd(), Source::kSocket, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT},
-      {client->pidfd(), Source::kPidfd, EPOLLIN | EPOLLONESHOT},
-  };
-  for (const Entry& e : entries) {
-    if (e.fd < 0) continue;  // a client taken back after a restart has no socket
-    epoll_event ev = {};
-    ev.events = e.events;
-    ev.data.u64 = token(client->id(), static_cast<uint64_t>(e.source));
-    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, e.fd, &ev) != 0) {
-      Error error = Error::from_errno("epoll_ctl(add client %d)", client->identity().pid);
-      for (const Entry& added : entries) {
-        if (added.fd == e.fd) break;
-        if (added.fd >= 0) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, added.fd, nullptr);
-      }
-      return error;
-    }
+  PagingRing* ring = nullptr;
+  for (auto& candidate : rings_) {
+    if (ring == nullptr || candidate->clients.load() < ring->clients.load()) ring = candidate.get();
+  }
+  if (ring == nullptr) return Error::make(ESHUTDOWN, "no paging thread runs");
+  {
+    std::lock_guard lock(client->mu);
+    client->paging_ring = ring;
+  }
+  ring->clients++;
+  {
+    // Its thread arms the polls, so that it, not this thread, is their submitter: the
+    // kernel runs a request's completion work in its submitter's context.
+    std::lock_guard lock(ring->added_mu);
+    ring->added.push_back(client);
+  }
+  if (auto woken = ring->wake(); !woken) {
+    ring->clients--;
+    return Error::make(woken.error().code(), "waking paging thread for client %d: %s",
+                       client->identity().pid, woken.error().context());
   }
   return {};
 }
 
-void FaultLoop::rearm(int fd, uint64_t data) {
-  epoll_event ev = {};
-  ev.events = EPOLLIN | EPOLLONESHOT;
-  if (static_cast<Source>(data & 3) == Source::kSocket) ev.events |= EPOLLRDHUP;
-  ev.data.u64 = data;
-  // ENOENT: the client was released meanwhile.
-  if (epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev) != 0 && errno != ENOENT) {
-    spdlog::error("epoll_ctl(rearm): {}", strerror(errno));
+void FaultLoop::arm(PagingRing& ring, const std::shared_ptr<Client>& client) {
+  if (!registry_.find(client->id())) return;  // its add failed, or it left already
+  for (Kind kind : {Kind::kUffd, Kind::kSocket, Kind::kPidfd}) {
+    if (!rearm(ring, client, kind)) return;
   }
 }
 
-void FaultLoop::run() {
-  std::array<epoll_event, 16> events;
+bool FaultLoop::rearm(PagingRing& ring, const std::shared_ptr<Client>& client, Kind kind) {
+  int fd = -1;
+  uint32_t events = 0;
+  switch (kind) {
+    case Kind::kUffd:
+      fd = client->uffd_fd();
+      events = kUffdEvents;
+      break;
+    case Kind::kSocket:
+      fd = client->socket_fd();
+      events = kSocketEvents;
+      break;
+    case Kind::kPidfd:
+      fd = client->pidfd();
+      events = kPidfdEvents;
+      break;
+    default:
+      return true;
+  }
+  if (fd < 0) return true;  // a client taken back after a restart has no socket
+  auto polled = ring.poll(fd, events, false, PagingRing::tag(client->id(), kind));
+  if (!polled) {
+    spdlog::error("client {}: cannot poll its descriptors: {}", client->identity().pid,
+                  polled.error().message());
+    release(client->id(), "unpollable");
+    return false;
+  }
+  return true;
+}
+
+void FaultLoop::run(PagingRing& ring) {
+  std::array<kernel::IoRing::Completion, 64> done;
   for (;;) {
-    int n = epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      spdlog::critical("epoll_wait: {}", strerror(errno));
+    if (stopping_.load(std::memory_order_relaxed) && ring.stop_reads()) return;
+    auto got = ring.wait(done);
+    if (!got) {
+      spdlog::critical("paging thread: {}", got.error().message());
       return;
     }
-    for (int i = 0; i < n; ++i) {
-      uint64_t data = events[i].data.u64;
-      if (data == kStopToken) return;
-      auto client = registry_.find(data >> 2);
+    // Finished reads first: mapping one wakes an application thread that waits now.
+    for (size_t i = 0; i < *got; ++i) {
+      if (PagingRing::kind_of(done[i].tag) == Kind::kRead) ring.finish_read(done[i]);
+    }
+    for (size_t i = 0; i < *got; ++i) {
+      const kernel::IoRing::Completion& c = done[i];
+      const Kind kind = PagingRing::kind_of(c.tag);
+      if (kind == Kind::kRead || kind == Kind::kIgnore || stopping_.load(std::memory_order_relaxed))
+        continue;
+      if (kind == Kind::kWake) {
+        std::vector<std::shared_ptr<Client>> added;
+        {
+          std::lock_guard lock(ring.added_mu);
+          added.swap(ring.added);
+        }
+        for (const auto& client : added) arm(ring, client);
+        continue;
+      }
+      // A poll of a client that has left (its removal completes it with -ECANCELED).
+      auto client = registry_.find(PagingRing::client_of(c.tag));
       if (!client) continue;
-      switch (static_cast<Source>(data & 3)) {
-        case Source::kUffd:
-          drain_uffd(client);
+      if (c.result < 0) {
+        spdlog::error("client {}: polling its {}: {}", client->identity().pid,
+                      kind == Kind::kUffd     ? "userfaultfd"
+                      : kind == Kind::kSocket ? "socket"
+                      : kind == Kind::kPidfd  ? "pidfd"
+                                              : "hint doorbell",
+                      strerror(-c.result));
+        release(client->id(), "unpollable");
+        continue;
+      }
+      switch (kind) {
+        case Kind::kUffd:
+          drain_uffd(ring, client);
           break;
-        case Source::kSocket:
-          on_socket(client);
+        case Kind::kSocket:
+          on_socket(ring, client);
           break;
-        case Source::kPidfd:
+        case Kind::kPidfd:
           release(client->id(), "exited");
           break;
-        case Source::kDoorbell:
-          on_doorbell(client);
+        case Kind::kDoorbell:
+          drain_hints(*client, pager_, true);
+          // The kernel ended the multishot poll (it does so when completions overflow).
+          if (!c.more) {
+            auto polled = ring.poll(client->hints()->doorbell.get(), POLLIN, true, c.tag);
+            if (!polled) {
+              spdlog::warn("client {}: hint doorbell no longer polled: {}", client->identity().pid,
+                           polled.error().message());
+            }
+          }
+          break;
+        default:
           break;
       }
     }
   }
 }
 
-void FaultLoop::drain_uffd(const std::shared_ptr<Client>& client) {
+void FaultLoop::drain_uffd(PagingRing& ring, const std::shared_ptr<Client>& client) {
   std::array<uffd_msg, 64> msgs;
   begin_drain(*client);
   for (int batch = 0; batch < kMaxBatchesPerWakeup; ++batch) {
@@ -150,20 +211,22 @@ void FaultLoop::drain_uffd(const std::shared_ptr<Client>& client) {
     }
     if (*got == 0) break;
     handle_events(*client, std::span(msgs.data(), *got), pager_);
+    // Fewer than asked for: the queue was empty, so a read now would only say EAGAIN.
+    if (*got < msgs.size()) break;
   }
   end_drain(*client, pager_);
   // A wakeup is a cheap moment to look at the hint ring too.
   drain_hints(*client, pager_, false);
-  rearm(client->uffd_fd(), token(client->id(), static_cast<uint64_t>(Source::kUffd)));
+  rearm(ring, client, Kind::kUffd);
 }
 
-void FaultLoop::on_socket(const std::shared_ptr<Client>& client) {
+void FaultLoop::on_socket(PagingRing& ring, const std::shared_ptr<Client>& client) {
   std::byte frame[wire::kMaxFrame];
   kernel::UniqueFd fds[kernel::kMaxPassedFds];
-  // The socket has a timeout, but epoll said it is readable: this does not wait.
+  // The socket has a timeout, but the poll said it is readable: this does not wait.
   auto got = kernel::receive_message(client->socket_fd(), {frame, sizeof(frame)}, fds);
   if (!got && (got.error().code() == EAGAIN || got.error().code() == EINTR)) {
-    rearm(client->socket_fd(), token(client->id(), static_cast<uint64_t>(Source::kSocket)));
+    rearm(ring, client, Kind::kSocket);
     return;
   }
   if (!got || got->bytes == 0) {
@@ -175,7 +238,7 @@ void FaultLoop::on_socket(const std::shared_ptr<Client>& client) {
   } else if (!on_request(client, {frame, got->bytes}, fds, got->fd_count)) {
     return;
   }
-  rearm(client->socket_fd(), token(client->id(), static_cast<uint64_t>(Source::kSocket)));
+  rearm(ring, client, Kind::kSocket);
 }
 
 namespace {
@@ -294,28 +357,36 @@ Result<void> FaultLoop::attach_hints(const std::shared_ptr<Client>& client,
   if (!client->attach_hints(std::move(*channel))) {
     return Error::make(EEXIST, "a hint ring is attached already");
   }
-  // Edge-triggered and never read: every write is an edge, and the daemon never blocks
-  // on (or busy-loops over) a counter the client controls.
-  epoll_event ev = {};
-  ev.events = EPOLLIN | EPOLLET;
-  ev.data.u64 = token(client->id(), static_cast<uint64_t>(Source::kDoorbell));
-  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, doorbell, &ev) != 0) {
-    return Error::from_errno("epoll_ctl(add hint doorbell)");
+  // Multishot, so edge-triggered, and never read: every write is a wakeup, and the daemon
+  // never blocks on (or busy-loops over) a counter the client controls.
+  PagingRing* ring;
+  {
+    std::lock_guard lock(client->mu);
+    ring = client->paging_ring;
+  }
+  if (auto polled =
+          ring->poll(doorbell, POLLIN, true, PagingRing::tag(client->id(), Kind::kDoorbell));
+      !polled) {
+    return polled.error();
   }
   client->hints()->consumer.arm_doorbell();
   return {};
 }
 
-void FaultLoop::on_doorbell(const std::shared_ptr<Client>& client) {
-  drain_hints(*client, pager_, true);
-}
-
 void FaultLoop::release(uint64_t id, const char* reason) {
   auto client = registry_.remove(id);
   if (!client) return;
-  const int doorbell = client->hints() != nullptr ? client->hints()->doorbell.get() : -1;
-  for (int fd : {client->uffd_fd(), client->socket_fd(), client->pidfd(), doorbell}) {
-    if (fd >= 0) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  PagingRing* ring;
+  {
+    std::lock_guard lock(client->mu);
+    ring = client->paging_ring;
+  }
+  if (ring != nullptr) {
+    // A poll holds its file: removed, so the descriptors close with the client.
+    for (Kind kind : {Kind::kUffd, Kind::kSocket, Kind::kPidfd, Kind::kDoorbell}) {
+      ring->cancel_poll(PagingRing::tag(client->id(), kind));
+    }
+    ring->clients--;
   }
   // An application that only closed its socket (exec, or a bug) still has its arena
   // registered; hand it back to the kernel so nothing waits on a daemon that left it.

@@ -1,17 +1,21 @@
-// The fault-handling threads: one epoll set over every client's userfaultfd, socket and
-// pidfd. A client's userfaultfd is armed one-shot, so one thread at a time drains it and
-// its events are handled in the order the kernel queued them.
+// The paging threads. Each serves the clients assigned to it (the least loaded thread
+// takes a new one) from its own io_uring (PagingRing): polls of each client's
+// userfaultfd, socket, pidfd and hint doorbell, and the client's swap-in reads, all
+// completing to the one thread. The userfaultfd poll is one-shot, re-armed after a drain
+// (queued, so it goes in with the thread's next wait), so the client's events are
+// handled in the order the kernel queued them.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <span>
 #include <thread>
 #include <vector>
 
 #include "client/registry.hpp"
-#include "extmem/kernel/fd.hpp"
 #include "extmem/kernel/result.hpp"
 #include "fault/fault_handler.hpp"
+#include "fault/paging_ring.hpp"
 
 namespace extmem::daemon {
 
@@ -30,24 +34,26 @@ class FaultLoop {
   void release(uint64_t id, const char* reason);
 
  private:
-  enum class Source : uint64_t { kUffd = 0, kSocket = 1, kPidfd = 2, kDoorbell = 3 };
-  void run();
-  void drain_uffd(const std::shared_ptr<Client>& client);
-  void on_socket(const std::shared_ptr<Client>& client);
+  void run(PagingRing& ring);
+  // Starts polling the descriptors of a client added to `ring` (on its thread).
+  void arm(PagingRing& ring, const std::shared_ptr<Client>& client);
+  // Re-arms one of the client's one-shot polls; false (and the client released) if it
+  // cannot.
+  bool rearm(PagingRing& ring, const std::shared_ptr<Client>& client, PagingRing::Kind kind);
+  void drain_uffd(PagingRing& ring, const std::shared_ptr<Client>& client);
+  void on_socket(PagingRing& ring, const std::shared_ptr<Client>& client);
   // Serves one request the client sent after registration; false ends the client.
   bool on_request(const std::shared_ptr<Client>& client, std::span<const std::byte> frame,
                   std::span<kernel::UniqueFd> fds, size_t fd_count);
   Result<void> attach_hints(const std::shared_ptr<Client>& client, const std::byte* payload,
                             size_t len, std::span<kernel::UniqueFd> fds, size_t fd_count);
-  void on_doorbell(const std::shared_ptr<Client>& client);
-  void rearm(int fd, uint64_t token);
 
   ClientRegistry& registry_;
   unsigned thread_count_;
   Pager pager_;
-  kernel::UniqueFd epoll_;
-  kernel::UniqueFd stop_event_;
+  std::vector<std::unique_ptr<PagingRing>> rings_;
   std::vector<std::thread> threads_;
+  std::atomic<bool> stopping_{false};
 };
 
 }  // namespace extmem::daemon

@@ -1,5 +1,5 @@
 // The swap device: a swap file or block device, its cluster bookkeeping, and an io_uring
-// per thread that does I/O on it (each fault thread and the reclaimer submit their own
+// per thread that does I/O on it (each paging thread and the reclaimer submit their own
 // batches, so no lock is held around I/O).
 #pragma once
 
@@ -48,7 +48,7 @@ class SwapDevice {
   // and EXTMEMD_TEST_FAIL_SWAP_WHILE=PATH.
   enum class Injected { kNone, kReads, kWrites };
   // The result of a request that completed with `result`, failures injected. run()
-  // applies it; requests started elsewhere (the swap-in queue) must too.
+  // applies it; requests started elsewhere (the paging rings) must too.
   int32_t completed(bool write, int32_t result) const;
   void inject_failures(Injected which, std::string while_exists) {
     injected_ = which;

@@ -15,11 +15,16 @@ void IoRing::Deleter::operator()(io_uring* ring) const noexcept {
 IoRing::IoRing(std::unique_ptr<io_uring, Deleter> ring, unsigned entries) noexcept
     : ring_(std::move(ring)), entries_(entries) {}
 
-Result<IoRing> IoRing::create(unsigned entries) noexcept {
+Result<IoRing> IoRing::create(unsigned entries, unsigned completions) noexcept {
   // On the heap: liburing's struct must not move while the kernel's rings are mapped.
   auto* ring = new (std::nothrow) io_uring;
   if (ring == nullptr) return Error::make(ENOMEM, "io_uring: allocating the ring");
-  if (int ret = io_uring_queue_init(entries, ring, 0); ret < 0) {
+  io_uring_params params = {};
+  if (completions != 0) {
+    params.flags = IORING_SETUP_CQSIZE;
+    params.cq_entries = completions;
+  }
+  if (int ret = io_uring_queue_init_params(entries, ring, &params); ret < 0) {
     delete ring;
     if (ret == -EPERM) {
       return Error::make(EPERM, "io_uring_setup(%u entries), see sysctl kernel.io_uring_disabled",
@@ -27,8 +32,9 @@ Result<IoRing> IoRing::create(unsigned entries) noexcept {
     }
     return Error::make(-ret, "io_uring_setup(%u entries)", entries);
   }
-  // The completion ring is twice the submission ring, and at most ring_entries requests
-  // are ever in flight, so completions cannot overflow.
+  // Synchronous use keeps at most ring_entries requests in flight, so its completions
+  // cannot overflow; shared use relies on the kernel keeping the overflow
+  // (IORING_FEAT_NODROP, 5.5 and later).
   unsigned actual = ring->sq.ring_entries;
   return IoRing(std::unique_ptr<io_uring, Deleter>(ring), actual);
 }
@@ -95,60 +101,125 @@ Result<void> IoRing::submit_and_wait(std::span<IoRequest> requests) noexcept {
   return {};
 }
 
-Result<void> IoRing::submit(const IoRequest& request, uint64_t tag) noexcept {
-  if (!ring_) return Error::make(EBADF, "io_uring: ring was moved from");
-  if (broken_) return Error::make(EIO, "io_uring: ring failed earlier");
-  if (async_in_flight_->load(std::memory_order_acquire) >= entries_) {
-    return Error::make(EBUSY, "io_uring: %u requests in flight", entries_);
-  }
+io_uring_sqe* IoRing::shared_sqe() noexcept {
+  if (!ring_ || broken_) return nullptr;
   io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
-  if (sqe == nullptr) return Error::make(EBUSY, "io_uring: submission ring full");
+  if (sqe != nullptr) return sqe;
+  // Full of entries queued for the owner's next wait: submit them now and try again.
+  if (unsigned pending = publish(); pending != 0) {
+    io_uring_enter(ring_->ring_fd, pending, 0, 0, nullptr);
+  }
+  return io_uring_get_sqe(ring_.get());
+}
+
+unsigned IoRing::publish() noexcept {
+  io_uring_sq& sq = ring_->sq;
+  // What liburing's submit does before it enters, with a release store and an acquiring
+  // load: another thread's enter may take the entries and move the head at any time.
+  sq.sqe_head = sq.sqe_tail;
+  io_uring_smp_store_release(sq.ktail, sq.sqe_tail);
+  return sq.sqe_tail - io_uring_smp_load_acquire(sq.khead);
+}
+
+void IoRing::finish_queueing(Submit when) noexcept {
+  const unsigned pending = publish();
+  if (when == Submit::kWithNextWait) return;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    int ret = io_uring_enter(ring_->ring_fd, pending, 0, 0, nullptr);
+    if (ret >= 0) return;
+    // Out of kernel resources for now: the entry stays queued, and the owner's next wait
+    // submits it.
+    if (ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+      // A broken ring (the owner's wait reports it): take no more work.
+      broken_ = true;
+      return;
+    }
+  }
+}
+
+Result<void> IoRing::queue_read(const IoRequest& request, uint64_t tag, Submit when) noexcept {
+  if (!ring_) return Error::make(EBADF, "io_uring: ring was moved from");
+  std::lock_guard lock(*shared_mu_);
+  io_uring_sqe* sqe = shared_sqe();
+  if (sqe == nullptr) return Error::make(broken_ ? EIO : EBUSY, "io_uring: cannot queue a read");
   if (request.write) {
     io_uring_prep_write(sqe, request.fd, request.buf, request.len, request.offset);
   } else {
     io_uring_prep_read(sqe, request.fd, request.buf, request.len, request.offset);
   }
   io_uring_sqe_set_data64(sqe, tag);
-  return submit_prepared();
+  finish_queueing(when);
+  return {};
 }
 
-Result<void> IoRing::submit_nop(uint64_t tag) noexcept {
+Result<void> IoRing::queue_poll(int fd, uint32_t events, bool multishot, uint64_t tag,
+                                Submit when) noexcept {
   if (!ring_) return Error::make(EBADF, "io_uring: ring was moved from");
-  if (broken_) return Error::make(EIO, "io_uring: ring failed earlier");
-  io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
-  if (sqe == nullptr) return Error::make(EBUSY, "io_uring: submission ring full");
+  std::lock_guard lock(*shared_mu_);
+  io_uring_sqe* sqe = shared_sqe();
+  if (sqe == nullptr) return Error::make(broken_ ? EIO : EBUSY, "io_uring: cannot queue a poll");
+  if (multishot) {
+    io_uring_prep_poll_multishot(sqe, fd, events);
+  } else {
+    io_uring_prep_poll_add(sqe, fd, events);
+  }
+  io_uring_sqe_set_data64(sqe, tag);
+  finish_queueing(when);
+  return {};
+}
+
+Result<void> IoRing::queue_poll_remove(uint64_t target, uint64_t tag, Submit when) noexcept {
+  if (!ring_) return Error::make(EBADF, "io_uring: ring was moved from");
+  std::lock_guard lock(*shared_mu_);
+  io_uring_sqe* sqe = shared_sqe();
+  if (sqe == nullptr) return Error::make(broken_ ? EIO : EBUSY, "io_uring: cannot remove a poll");
+  io_uring_prep_poll_remove(sqe, target);
+  io_uring_sqe_set_data64(sqe, tag);
+  finish_queueing(when);
+  return {};
+}
+
+Result<void> IoRing::queue_nop(uint64_t tag, Submit when) noexcept {
+  if (!ring_) return Error::make(EBADF, "io_uring: ring was moved from");
+  std::lock_guard lock(*shared_mu_);
+  io_uring_sqe* sqe = shared_sqe();
+  if (sqe == nullptr) return Error::make(broken_ ? EIO : EBUSY, "io_uring: cannot queue a no-op");
   io_uring_prep_nop(sqe);
   io_uring_sqe_set_data64(sqe, tag);
-  return submit_prepared();
+  finish_queueing(when);
+  return {};
 }
 
-Result<void> IoRing::submit_prepared() noexcept {
-  async_in_flight_->fetch_add(1, std::memory_order_acq_rel);
-  int ret;
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    ret = io_uring_submit(ring_.get());
-    if (ret >= 0) return {};
-    if (ret != -EINTR && ret != -EAGAIN) break;
-  }
-  // The entry stays in the submission ring, and its caller, told it failed, reuses its
-  // buffer: nothing may ever submit it, so the ring takes no more work.
-  async_in_flight_->fetch_sub(1, std::memory_order_acq_rel);
-  broken_ = true;
-  return Error::make(-ret, "io_uring_submit");
-}
-
-Result<IoRing::Completion> IoRing::wait_completion() noexcept {
+Result<size_t> IoRing::wait_completions(std::span<Completion> out) noexcept {
   if (!ring_) return Error::make(EBADF, "io_uring: ring was moved from");
-  io_uring_cqe* cqe = nullptr;
-  int ret;
-  do {
-    ret = io_uring_wait_cqe(ring_.get(), &cqe);
-  } while (ret == -EINTR);
-  if (ret < 0) return Error::make(-ret, "io_uring_wait_cqe");
-  Completion done{cqe->user_data, cqe->res};
-  io_uring_cqe_seen(ring_.get(), cqe);
-  async_in_flight_->fetch_sub(1, std::memory_order_acq_rel);
-  return done;
+  io_uring* ring = ring_.get();
+  unsigned pending;
+  {
+    std::lock_guard lock(*shared_mu_);
+    if (broken_) return Error::make(EIO, "io_uring: ring failed earlier");
+    pending = publish();
+  }
+  // One call submits and sleeps. The kernel submits what is still there (another thread's
+  // enter may have taken some; it then returns at once, without waiting).
+  const bool ready = io_uring_cq_ready(ring) != 0;
+  if (pending != 0 || !ready) {
+    int ret =
+        io_uring_enter(ring->ring_fd, pending, ready ? 0 : 1, IORING_ENTER_GETEVENTS, nullptr);
+    if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+      std::lock_guard lock(*shared_mu_);
+      broken_ = true;
+      return Error::make(-ret, "io_uring_enter (%u to submit)", pending);
+    }
+  }
+  size_t got = 0;
+  unsigned head;
+  io_uring_cqe* cqe;
+  io_uring_for_each_cqe(ring, head, cqe) {
+    if (got == out.size()) break;
+    out[got++] = {cqe->user_data, cqe->res, (cqe->flags & IORING_CQE_F_MORE) != 0};
+  }
+  io_uring_cq_advance(ring, static_cast<unsigned>(got));
+  return got;
 }
 
 void IoRing::drain(unsigned in_flight, std::span<IoRequest> requests) noexcept {

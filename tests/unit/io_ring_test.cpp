@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <linux/magic.h>
+#include <poll.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -16,6 +18,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +27,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "extmem/kernel/fd.hpp"
@@ -190,13 +194,26 @@ TEST_F(IoRingTest, RunsABatchLargerThanTheRing) {
   EXPECT_EQ(memcmp(out.get(), in.get(), out.bytes()), 0);
 }
 
-// Asynchronous use: requests started one by one are reaped with their own tags and
-// results, a full ring says EBUSY instead of queueing, and a no-op reaches the reaper.
-TEST_F(IoRingTest, AsynchronousReadsCompleteWithTheirTags) {
+// Reaps at least `want` completions from a shared ring (a wait may return none).
+std::vector<IoRing::Completion> Reap(IoRing& ring, size_t want) {
+  std::vector<IoRing::Completion> all;
+  IoRing::Completion batch[8];
+  for (int waits = 0; all.size() < want && waits < 1000; ++waits) {
+    auto got = ring.wait_completions(batch);
+    EXPECT_TRUE(got.ok()) << got.error().message();
+    if (!got.ok()) break;
+    all.insert(all.end(), batch, batch + *got);
+  }
+  return all;
+}
+
+// Shared use: reads queued for the owner's next wait and reads submitted at once come
+// back with their own tags and results, even more of them than the ring has entries.
+TEST_F(IoRingTest, SharedReadsCompleteWithTheirTags) {
   SwapFile file = OpenSwap(4 * kMiB);
-  auto ring = IoRing::create(4);
+  auto ring = IoRing::create(4, 64);
   ASSERT_TRUE(ring.ok()) << ring.error().message();
-  constexpr size_t kCount = 4;
+  constexpr size_t kCount = 6;
   Buffer out(kCount * kPage);
   Buffer in(kCount * kPage);
   for (size_t i = 0; i < kCount; ++i) {
@@ -204,32 +221,101 @@ TEST_F(IoRingTest, AsynchronousReadsCompleteWithTheirTags) {
     ASSERT_EQ(pwrite(file.fd(), out.page(i), kPage, static_cast<off_t>(i * 5 * kPage)),
               static_cast<ssize_t>(kPage));
   }
-  std::vector<IoRequest> reads;
   for (size_t i = 0; i < kCount; ++i) {
-    reads.push_back(Request(file.fd(), in.page(i), kPage, i * 5 * kPage, false));
+    const auto when = i % 2 == 0 ? IoRing::Submit::kWithNextWait : IoRing::Submit::kNow;
+    ASSERT_TRUE(
+        ring->queue_read(Request(file.fd(), in.page(i), kPage, i * 5 * kPage, false), 100 + i, when)
+            .ok());
   }
-  for (size_t i = 0; i < kCount; ++i) ASSERT_TRUE(ring->submit(reads[i], 100 + i).ok());
-  auto full = ring->submit(reads[0], 999);
-  ASSERT_FALSE(full.ok());
-  EXPECT_EQ(full.error().code(), EBUSY);
-
   std::vector<bool> seen(kCount, false);
-  for (size_t n = 0; n < kCount; ++n) {
-    auto done = ring->wait_completion();
-    ASSERT_TRUE(done.ok()) << done.error().message();
-    ASSERT_GE(done->tag, 100u);
-    ASSERT_LT(done->tag, 100u + kCount);
-    EXPECT_EQ(done->result, static_cast<int32_t>(kPage));
-    EXPECT_FALSE(seen[done->tag - 100]) << "reaped twice";
-    seen[done->tag - 100] = true;
+  for (const auto& done : Reap(*ring, kCount)) {
+    ASSERT_GE(done.tag, 100u);
+    ASSERT_LT(done.tag, 100u + kCount);
+    EXPECT_EQ(done.result, static_cast<int32_t>(kPage));
+    EXPECT_FALSE(seen[done.tag - 100]) << "reaped twice";
+    seen[done.tag - 100] = true;
   }
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), true), static_cast<long>(kCount));
   EXPECT_EQ(memcmp(out.get(), in.get(), out.bytes()), 0);
+}
 
-  ASSERT_TRUE(ring->submit_nop(7).ok()) << "the reaped requests made room";
-  auto nop = ring->wait_completion();
-  ASSERT_TRUE(nop.ok());
-  EXPECT_EQ(nop->tag, 7u);
-  EXPECT_EQ(nop->result, 0);
+// A poll completes with its tag once its descriptor is ready, not before; a removed poll
+// completes with -ECANCELED and the removal with its own tag.
+TEST(IoRingSharedTest, PollOnAnEventfdCompletesWithItsTag) {
+  auto ring = IoRing::create(4, 64);
+  ASSERT_TRUE(ring.ok()) << ring.error().message();
+  UniqueFd event(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  ASSERT_TRUE(event);
+  ASSERT_TRUE(ring->queue_poll(event.get(), POLLIN, false, 41, IoRing::Submit::kNow).ok());
+  ASSERT_TRUE(ring->queue_nop(7, IoRing::Submit::kWithNextWait).ok());
+  auto first = Reap(*ring, 1);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].tag, 7u) << "the poll completed with nothing to read";
+
+  uint64_t one = 1;
+  ASSERT_EQ(write(event.get(), &one, sizeof(one)), static_cast<ssize_t>(sizeof(one)));
+  auto polled = Reap(*ring, 1);
+  ASSERT_EQ(polled.size(), 1u);
+  EXPECT_EQ(polled[0].tag, 41u);
+  EXPECT_TRUE(polled[0].result & POLLIN);
+  EXPECT_FALSE(polled[0].more) << "a one-shot poll";
+
+  // Armed on a ready descriptor: completes at once. Armed on an idle one and removed:
+  // cancelled.
+  UniqueFd idle(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  ASSERT_TRUE(ring->queue_poll(idle.get(), POLLIN, false, 42, IoRing::Submit::kWithNextWait).ok());
+  ASSERT_TRUE(ring->queue_poll_remove(42, 43, IoRing::Submit::kWithNextWait).ok());
+  auto removed = Reap(*ring, 2);
+  ASSERT_EQ(removed.size(), 2u);
+  std::sort(removed.begin(), removed.end(),
+            [](const auto& a, const auto& b) { return a.tag < b.tag; });
+  EXPECT_EQ(removed[0].tag, 42u);
+  EXPECT_EQ(removed[0].result, -ECANCELED);
+  EXPECT_EQ(removed[1].tag, 43u);
+  EXPECT_EQ(removed[1].result, 0);
+  ASSERT_TRUE(ring->queue_poll_remove(42, 44, IoRing::Submit::kNow).ok());
+  auto gone = Reap(*ring, 1);
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_EQ(gone[0].tag, 44u);
+  EXPECT_EQ(gone[0].result, -ENOENT) << "no such poll any more";
+}
+
+// A multishot poll completes at every write (edge-triggered: the counter is never read)
+// and says it goes on.
+TEST(IoRingSharedTest, MultishotPollCompletesAtEveryWakeup) {
+  auto ring = IoRing::create(4, 64);
+  ASSERT_TRUE(ring.ok()) << ring.error().message();
+  UniqueFd event(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  ASSERT_TRUE(event);
+  ASSERT_TRUE(ring->queue_poll(event.get(), POLLIN, true, 9, IoRing::Submit::kNow).ok());
+  uint64_t one = 1;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(write(event.get(), &one, sizeof(one)), static_cast<ssize_t>(sizeof(one)));
+    auto polled = Reap(*ring, 1);
+    ASSERT_EQ(polled.size(), 1u) << "write " << i;
+    EXPECT_EQ(polled[0].tag, 9u);
+    EXPECT_TRUE(polled[0].more);
+  }
+  ASSERT_TRUE(ring->queue_poll_remove(9, 10, IoRing::Submit::kNow).ok());
+  auto removed = Reap(*ring, 2);
+  ASSERT_EQ(removed.size(), 2u);
+  for (const auto& done : removed) {
+    if (done.tag == 9u) EXPECT_FALSE(done.more) << "removed: no more completions";
+  }
+}
+
+// The owner asleep in its wait is woken by another thread's request.
+TEST(IoRingSharedTest, AnotherThreadsRequestWakesTheOwner) {
+  auto ring = IoRing::create(4, 64);
+  ASSERT_TRUE(ring.ok()) << ring.error().message();
+  std::thread other([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(ring->queue_nop(5, IoRing::Submit::kNow).ok());
+  });
+  auto done = Reap(*ring, 1);
+  other.join();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].tag, 5u);
 }
 
 TEST_F(IoRingTest, ReadPastTheEndIsShortNotAnError) {
