@@ -553,6 +553,7 @@ void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client,
   client.counters().prefetch_markers_used++;
   const uint64_t window = client.readahead.on_marker_hit(marker.tid);
   const uint64_t want = kReadsAhead * window;
+  if (pager.swap == nullptr) return;
   // The stream is established: waiting here for reclaim to make room for its reads costs
   // less than losing it, as its thread would then fault page after page at the limit.
   // No more room than reclaim keeps free (above the high watermark it evicts down to the
@@ -563,7 +564,7 @@ void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client,
   const uint64_t room = std::min(want, room_for_reads(client));
   const uintptr_t addr = client.address_map.address_of(marker.next * kPageSize);
   const Segment* segment = addr != 0 ? client.address_map.find(addr) : nullptr;
-  if (pager.swap == nullptr || room == 0 || segment == nullptr) return;
+  if (room == 0 || segment == nullptr) return;
   const uint64_t segment_end = (segment->offset + segment->len) / kPageSize;
   uint64_t end = std::min(marker.next + want, segment_end);
   // Pages of the window already in memory or being read (the thread's faults may have
