@@ -574,10 +574,12 @@ void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client,
          (client.pages.state(first) != PageState::kEvicted || client.reading.contains(first))) {
     ++first;
   }
-  // Into the next chunk by one window at most: a thread sweeping 2 MiB windows at random
-  // reads no more in vain past its window's end than with one read ahead.
-  const uint64_t chunk_end = (first / PageTable::kChunkPages + 1) * PageTable::kChunkPages;
-  end = std::min(end, chunk_end + window);
+  // Past the end of the marker's chunk only for a thread whose last major fault continued
+  // its reads, and by one window at most: a thread that jumped to a 2 MiB window and
+  // sweeps it reads nothing in vain past the window's end.
+  const uint64_t chunk_end =
+      ((marker.next - 1) / PageTable::kChunkPages + 1) * PageTable::kChunkPages;
+  end = std::min(end, client.readahead.continues(marker.tid) ? chunk_end + window : chunk_end);
   uint64_t last = first;
   while (last < end && last - first < room && client.pages.state(last) == PageState::kEvicted &&
          !client.reading.contains(last)) {
