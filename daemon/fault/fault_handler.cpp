@@ -225,6 +225,9 @@ uint64_t map_pages(Client& client, uintptr_t addr, uint64_t first, uint64_t page
   return mapped;
 }
 
+// Reads a stream's marker starts, a window each: the stream's read-ahead in flight.
+constexpr uint64_t kReadsAhead = 2;
+
 // Read-ahead runs of at least this many pages leave a marker.
 constexpr uint64_t kMinMarkerRun = 4;
 
@@ -252,18 +255,22 @@ bool place_marker(Client& client, const SwapIn& read, uint64_t page, Pager& page
   return true;
 }
 
-// Maps the first `valid` pages of `read` like map_pages; a read-ahead run leaves the page
-// at its middle as a marker instead, so that its stream's next read starts while the
-// thread still walks over the second half.
+// Maps the first `valid` pages of `read` like map_pages; a read-ahead run leaves one page
+// as a marker instead, as early as its thread will touch it, so that its stream's next
+// reads start a whole run ahead (the kernel's async read-ahead): the page after the
+// faulting one in a fault's read, the first page of a read a marker started.
 uint64_t map_read(Client& client, const SwapIn& read, uint64_t valid, Pager& pager, bool* gone) {
   const unsigned char* buf = read.buffer.get();
   if (!read.readahead || valid < kMinMarkerRun ||
       client.markers.size() >= ReadaheadMarkers::kMaxMarkers) {
     return map_pages(client, read.addr, read.first, valid, buf, read.dirty, pager, gone);
   }
-  const uint64_t at = valid / 2;
-  uint64_t mapped = map_pages(client, read.addr, read.first, at, buf, read.dirty, pager, gone);
-  if (mapped < at || *gone) return mapped;
+  const uint64_t at = read.faults.empty() ? 0 : 1;
+  uint64_t mapped = 0;
+  if (at > 0) {
+    mapped = map_pages(client, read.addr, read.first, at, buf, read.dirty, pager, gone);
+    if (mapped < at || *gone) return mapped;
+  }
   if (place_marker(client, read, read.first + at, pager)) ++mapped;
   return mapped + map_pages(client, read.addr + mapped * kPageSize, read.first + mapped,
                             valid - mapped, buf + mapped * kPageSize, read.dirty, pager, gone);
@@ -541,18 +548,27 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
 }
 
 // A thread touched the read-ahead marker at `page`: its stream's read-ahead was used, so
-// the next read of the stream starts now, from the end of the marker's run: up to the
-// stream's grown window of evicted pages in one chunk, as many as fit under the limit.
+// the stream's next reads start now, from the end of the marker's run: up to
+// kReadsAhead of its grown windows of evicted pages, as many as fit under the limit.
 void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client,
                           const ReadaheadMarkers::Marker& marker, Pager& pager) {
   client.counters().prefetch_markers_used++;
   const uint64_t window = client.readahead.on_marker_hit(marker.tid);
-  const uint64_t room = std::min(window, room_for_reads(client));
+  const uint64_t want = kReadsAhead * window;
+  if (pager.swap == nullptr) return;
+  // The stream is established: waiting here for reclaim to make room for its reads costs
+  // less than losing it, as its thread would then fault page after page at the limit.
+  // No more room than reclaim keeps free (above the high watermark it evicts down to the
+  // low one), or the wait would last until make_room gives up.
+  if (const uint64_t limit = client.limit_pages(); limit != 0 && room_for_reads(client) < want) {
+    make_room(lock, client, std::min(want, limit - Reclaimer::high_watermark(limit)), pager);
+  }
+  const uint64_t room = std::min(want, room_for_reads(client));
   const uintptr_t addr = client.address_map.address_of(marker.next * kPageSize);
   const Segment* segment = addr != 0 ? client.address_map.find(addr) : nullptr;
-  if (pager.swap == nullptr || room == 0 || segment == nullptr) return;
+  if (room == 0 || segment == nullptr) return;
   const uint64_t segment_end = (segment->offset + segment->len) / kPageSize;
-  const uint64_t end = std::min(marker.next + window, segment_end);
+  uint64_t end = std::min(marker.next + want, segment_end);
   // Pages of the window already in memory or being read (the thread's faults may have
   // read them) are passed over.
   uint64_t first = marker.next;
@@ -560,21 +576,36 @@ void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client,
          (client.pages.state(first) != PageState::kEvicted || client.reading.contains(first))) {
     ++first;
   }
-  const uint64_t chunk_end = (first / PageTable::kChunkPages + 1) * PageTable::kChunkPages;
+  // Past the end of the marker's chunk only for a thread whose last major fault continued
+  // its reads, and by one window at most: a thread that jumped to a 2 MiB window and
+  // sweeps it reads nothing in vain past the window's end.
+  const uint64_t chunk_end =
+      ((marker.next - 1) / PageTable::kChunkPages + 1) * PageTable::kChunkPages;
+  end = std::min(end, client.readahead.continues(marker.tid) ? chunk_end + window : chunk_end);
   uint64_t last = first;
-  while (last < std::min(end, chunk_end) && last - first < room &&
-         client.pages.state(last) == PageState::kEvicted && !client.reading.contains(last)) {
+  while (last < end && last - first < room && client.pages.state(last) == PageState::kEvicted &&
+         !client.reading.contains(last)) {
     ++last;
   }
   if (last == first) return;
-  auto read = new_read(client, first, last - first,
-                       segment->start + (first * kPageSize - segment->offset), marker.dirty, pager);
-  if (!read) return;
-  read->readahead = true;
-  read->tid = marker.tid;
-  client.readahead.on_async_read(marker.tid, first, last - first);
+  // Reads of a window each, none across a chunk; the last one carries the stream's next
+  // marker, so while its thread walks the earlier ones, later ones are in flight.
   std::vector<std::unique_ptr<SwapIn>> reads;
-  reads.push_back(std::move(read));
+  for (uint64_t from = first; from < last;) {
+    const uint64_t to = std::min(
+        {last, from + window, (from / PageTable::kChunkPages + 1) * PageTable::kChunkPages});
+    auto read =
+        new_read(client, from, to - from, segment->start + (from * kPageSize - segment->offset),
+                 marker.dirty, pager);
+    if (!read) break;
+    read->tid = marker.tid;
+    reads.push_back(std::move(read));
+    from = to;
+  }
+  if (reads.empty()) return;
+  reads.back()->readahead = true;
+  client.readahead.on_async_read(marker.tid, first,
+                                 reads.back()->first + reads.back()->pages - first);
   start_reads(lock, client, reads, pager);
 }
 

@@ -122,6 +122,7 @@ Readahead::Decision Readahead::on_fault(uint32_t tid, uint64_t page, AccessPatte
       d.stride_pages = s.stride_depth;
     }
   }
+  s.continued = hit;
   s.last_fault = page;
   s.faulted = true;
   s.stride_ahead = 0;
@@ -152,6 +153,13 @@ void Readahead::on_async_read(uint32_t tid, uint64_t first, uint64_t pages) {
 
 void Readahead::on_marker_unused(uint32_t tid) {
   if (Stream* s = find(tid)) s->window = std::max<uint64_t>(s->window / 2, 1);
+}
+
+bool Readahead::continues(uint32_t tid) const {
+  for (const Stream& s : streams_) {
+    if (s.used && s.tid == tid) return s.continued;
+  }
+  return false;
 }
 
 void Readahead::on_read(uint32_t tid, uint64_t page, uint64_t pages) {

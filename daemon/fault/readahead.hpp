@@ -104,6 +104,9 @@ class Readahead {
   void on_async_read(uint32_t tid, uint64_t first, uint64_t pages);
   // A marker of the thread's read-ahead was evicted untouched: a miss; halves its window.
   void on_marker_unused(uint32_t tid);
+  // Whether the thread's last major fault continued its reads (rather than jumped): its
+  // read-ahead may go on past the end of a 2 MiB chunk.
+  bool continues(uint32_t tid) const;
 
  private:
   struct Stream {
@@ -113,6 +116,7 @@ class Readahead {
     uint64_t next = 0;        // first page after the last read; 0: none yet
     uint64_t window = 1;      // the window granted for the last fault
     uint64_t prefetched = 0;  // pages the last read brought beyond its faulting page
+    bool continued = false;   // the last major fault was a hit
     // Stride detection: the last major fault, the step candidate, how many faults in a
     // row kept to it, the strided pages read ahead per fault, and how many were at the
     // last fault.

@@ -231,6 +231,19 @@ TEST(ReadaheadTest, AMarkerHitGrowsTheWindowAndItsReadContinuesTheStream) {
   EXPECT_EQ(d.hits, 7u + 16u + 32u);
 }
 
+TEST(ReadaheadTest, AStreamContinuesUntilItsThreadJumps) {
+  Readahead r;
+  EXPECT_FALSE(r.continues(1));  // no such stream
+  walk(r, 1, 1000, 4);           // its last fault continued its reads
+  EXPECT_TRUE(r.continues(1));
+  r.on_fault(1, 50000);  // a jump (a new 2 MiB window)
+  EXPECT_FALSE(r.continues(1));
+  r.on_read(1, 50000, 8);
+  r.on_fault(1, 50008);  // and on from there
+  EXPECT_TRUE(r.continues(1));
+  EXPECT_FALSE(r.continues(2));
+}
+
 TEST(ReadaheadTest, AMarkerEvictedUnusedHalvesTheWindow) {
   Readahead r;
   walk(r, 1, 1000, 6);  // the last window: 32
