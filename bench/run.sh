@@ -153,6 +153,11 @@ cleanup_finish() {  # status
   if [[ -n $WORKDIR ]]; then
     rm -f "$WORKDIR/extmem.swap" "$WORKDIR/fio.dat" "$WORKDIR/sock" "$WORKDIR/control.sock"
     rm -rf "${WORKDIR:?}/bin"
+    # pagerank.sh keeps its logs next to its swap file: they belong with the results.
+    if [[ -d $WORKDIR/pagerank/results && -n $RESULTS ]]; then
+      rm -rf "$RESULTS/pagerank-logs"
+      mv "$WORKDIR/pagerank/results" "$RESULTS/pagerank-logs" && rmdir "$WORKDIR/pagerank"
+    fi
     ((WORKDIR_CREATED)) && [[ $RESULTS != "$WORKDIR"/* ]] && rmdir "$WORKDIR" 2>/dev/null
   fi
   (($1 == 0)) || log "failed or interrupted (status $1); machine state restored; logs in ${RESULTS:-?}"
