@@ -34,14 +34,19 @@ void wake(Client& client, uintptr_t start, uint64_t len) {
   }
 }
 
+// What a caller of make_room does when the pages cannot be made to fit: serve them over
+// the limit anyway (a fault: counted in over_limit), or read only what fits (read-ahead).
+enum class Overrun { kServed, kClamped };
+
 // Waits (releasing the lock) until `pages` more fit under the client's limit. Returns
 // when they fit, or when they cannot be made to fit (no swap, swap full, timeout): then
-// the fault is served over the limit and counted, never refused.
-void make_room(std::unique_lock<std::mutex>& lock, Client& client, uint64_t pages, Pager& pager) {
+// a fault is served over the limit and counted, never refused.
+void make_room(std::unique_lock<std::mutex>& lock, Client& client, uint64_t pages, Pager& pager,
+               Overrun overrun = Overrun::kServed) {
   const uint64_t limit = client.limit_pages();
   if (limit == 0 || client.pages.resident_pages() + pages <= limit) return;
   if (pager.swap == nullptr || pager.reclaimer == nullptr) {
-    client.counters().over_limit++;
+    if (overrun == Overrun::kServed) client.counters().over_limit++;
     return;
   }
   const auto deadline = Clock::now() + kRoomTimeout;
@@ -50,6 +55,7 @@ void make_room(std::unique_lock<std::mutex>& lock, Client& client, uint64_t page
        now_limit != 0 && client.pages.resident_pages() + pages > now_limit;
        now_limit = client.limit_pages()) {
     if (pager.reclaimer->cannot_evict() || Clock::now() >= deadline) {
+      if (overrun == Overrun::kClamped) return;
       if (client.counters().over_limit++ % 1000 == 0 && !pager.reclaimer->cannot_evict()) {
         spdlog::warn("client {}: reclaim made no room in {} s; serving faults over the limit",
                      client.identity().pid,
@@ -561,7 +567,8 @@ void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client,
   // No more room than reclaim keeps free (above the high watermark it evicts down to the
   // low one), or the wait would last until make_room gives up.
   if (const uint64_t limit = client.limit_pages(); limit != 0 && room_for_reads(client) < want) {
-    make_room(lock, client, std::min(want, limit - Reclaimer::high_watermark(limit)), pager);
+    make_room(lock, client, std::min(want, limit - Reclaimer::high_watermark(limit)), pager,
+              Overrun::kClamped);
   }
   const uint64_t room = std::min(want, room_for_reads(client));
   const uintptr_t addr = client.address_map.address_of(marker.next * kPageSize);
