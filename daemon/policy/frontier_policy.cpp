@@ -160,20 +160,7 @@ void FrontierPolicy::on_access(uint64_t page) {
 
 void FrontierPolicy::on_hint(uint64_t first_page, uint64_t pages, PageHint hint) {
   if (hint != PageHint::kNormal) {
-    const uint64_t end = first_page + pages < first_page ? UINT64_MAX : first_page + pages;
-    for (uint64_t page = first_page; page < end && stream_pages_ > 0; ++page) {
-      const auto h = flags_.find(page);
-      if (!h) {
-        page |= PageFlags::kChunkPages - 1;  // no stream page in this chunk
-        continue;
-      }
-      if (flags_.get(*h) != kResident) continue;
-      flags_.set(*h, kStale);
-      --stream_pages_;
-      clock_.on_resident(page);
-    }
-    const uint64_t stale = guarded_.size() + passed_.size() - stream_pages_;
-    if (stale > stream_pages_ / 2 + kMinStale) compact();
+    move_to_clock(first_page, first_page + pages < first_page ? UINT64_MAX : first_page + pages);
   }
   clock_.on_hint(first_page, pages, hint);
 }
@@ -292,7 +279,7 @@ void FrontierPolicy::note_random_refault(uint64_t page) {
   uint8_t& count = refaults_[chunk];
   if (count == kDemoted || ++count < kDemoteRefaults) return;
   count = kDemoted;
-  demote_chunk(chunk);
+  move_to_clock(chunk << PageFlags::kChunkShift, (chunk + 1) << PageFlags::kChunkShift);
   // Bounded by the resident pages: counts go first, then (demoted address space far
   // beyond the memory) everything.
   const uint64_t cap = std::max<uint64_t>(resident_pages() / 64, 64);
@@ -307,11 +294,13 @@ bool FrontierPolicy::demoted(uint64_t page) const {
   return it != refaults_.end() && it->second == kDemoted;
 }
 
-void FrontierPolicy::demote_chunk(uint64_t chunk) {
-  const uint64_t first = chunk << PageFlags::kChunkShift;
-  for (uint64_t page = first; page < first + PageFlags::kChunkPages; ++page) {
+void FrontierPolicy::move_to_clock(uint64_t first, uint64_t end) {
+  for (uint64_t page = first; page < end && stream_pages_ > 0; ++page) {
     const auto h = flags_.find(page);
-    if (!h) return;  // no stream page in this chunk
+    if (!h) {
+      page |= PageFlags::kChunkPages - 1;  // no stream page in this chunk
+      continue;
+    }
     if (flags_.get(*h) != kResident) continue;
     flags_.set(*h, kStale);
     --stream_pages_;

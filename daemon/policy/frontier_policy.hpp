@@ -113,7 +113,8 @@ class FrontierPolicy final : public Policy {
   void settle_refaults(uint64_t page);
   // A ghost came back off any stream: counts towards demoting its chunk.
   void note_random_refault(uint64_t page);
-  void demote_chunk(uint64_t chunk);
+  // Hands the stream pages resident in [first, end) to the embedded CLOCK.
+  void move_to_clock(uint64_t first, uint64_t end);
   void decay_refaults();
 
   ClockPolicy clock_;

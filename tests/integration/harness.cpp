@@ -285,6 +285,15 @@ uint64_t departed_counter(const Daemon& daemon, pid_t pid, const std::string& na
   return std::stoull(m[1]);
 }
 
+uint64_t number_after(const std::string& text, const std::string& key) {
+  std::smatch m;
+  if (!std::regex_search(text, m, std::regex("\\b" + key + "[= ](\\d+)"))) {
+    ADD_FAILURE() << "no " << key << " in: " << text;
+    return 0;
+  }
+  return std::stoull(m[1]);
+}
+
 std::string describe(const ProcessResult& r) {
   std::ostringstream s;
   s << "exit " << r.exit_code << " signal " << r.signal << (r.timed_out ? " (timed out)" : "")

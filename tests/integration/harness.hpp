@@ -113,6 +113,9 @@ std::string departure_line(const Daemon& daemon, pid_t pid);
 // A counter ("name=123") from the departure line of client `pid` (0: any client); a test
 // failure when there is none.
 uint64_t departed_counter(const Daemon& daemon, pid_t pid, const std::string& name);
+// The number after "key " or "key=" in `text` (a client's output, a stats line); a test
+// failure and 0 when there is none.
+uint64_t number_after(const std::string& text, const std::string& key);
 
 std::string describe(const ProcessResult& r);
 int count_occurrences(const std::string& text, const std::string& needle);

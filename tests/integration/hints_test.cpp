@@ -37,15 +37,6 @@ std::vector<std::string> hints_argv(const ScratchDir& dir, const std::vector<std
   return argv;
 }
 
-uint64_t number_after(const std::string& text, const std::string& key) {
-  std::smatch m;
-  if (!std::regex_search(text, m, std::regex("\\b" + key + " (\\d+)"))) {
-    ADD_FAILURE() << "no " << key << " in: " << text;
-    return 0;
-  }
-  return std::stoull(m[1]);
-}
-
 void expect_cold_evicted_first_and_hot_kept(const char* policy) {
   ScratchDir dir;
   Daemon daemon(dir, daemon_args(dir));

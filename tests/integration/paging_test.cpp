@@ -38,15 +38,6 @@ ProcessResult run_paging(const ScratchDir& dir, const std::vector<std::string>& 
   return run_process(dir, argv, options);
 }
 
-uint64_t number_after(const std::string& text, const std::string& key) {
-  std::smatch m;
-  if (!std::regex_search(text, m, std::regex(key + "[= ](\\d+)"))) {
-    ADD_FAILURE() << "no " << key << " in: " << text;
-    return 0;
-  }
-  return std::stoull(m[1]);
-}
-
 void expect_integrity(const char* policy, const char* seconds) {
   ScratchDir dir;
   Daemon daemon(dir, daemon_args(dir));

@@ -20,15 +20,6 @@ namespace {
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
 
-uint64_t number_after(const std::string& text, const std::string& key) {
-  std::smatch m;
-  if (!std::regex_search(text, m, std::regex("\\b" + key + " (\\d+)"))) {
-    ADD_FAILURE() << "no " << key << " in: " << text;
-    return 0;
-  }
-  return std::stoull(m[1]);
-}
-
 struct ReadBack {
   ProcessResult result;
   v1::Counters counters;  // the control plane's, after the read
