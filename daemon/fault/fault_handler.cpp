@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <vector>
 
@@ -329,13 +330,14 @@ std::unique_ptr<SwapIn> new_read(Client& client, uint64_t first, uint64_t pages,
 }
 
 // Reads `pages` (ascending, evicted, none in flight) ahead of use, one read per run of
-// neighbours in one chunk, mapped writable (`dirty`, for a writer) or clean; appends them
-// to `reads`.
+// neighbours in one chunk, of at most `max_run` pages, mapped writable (`dirty`, for a
+// writer) or clean; appends them to `reads`.
 void read_pages_ahead(Client& client, const Segment& segment, const std::vector<uint64_t>& pages,
-                      bool dirty, std::vector<std::unique_ptr<SwapIn>>* reads, Pager& pager) {
+                      bool dirty, std::vector<std::unique_ptr<SwapIn>>* reads, Pager& pager,
+                      uint64_t max_run = PageTable::kChunkPages) {
   for (size_t i = 0; i < pages.size();) {
     size_t end = i + 1;
-    while (end < pages.size() && pages[end] == pages[end - 1] + 1 &&
+    while (end < pages.size() && end - i < max_run && pages[end] == pages[end - 1] + 1 &&
            pages[end] % PageTable::kChunkPages != 0) {
       ++end;
     }
@@ -597,19 +599,12 @@ void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client,
   if (last == first) return;
   // Reads of a window each, none across a chunk; the last one carries the stream's next
   // marker, so while its thread walks the earlier ones, later ones are in flight.
+  std::vector<uint64_t> pages(last - first);
+  std::iota(pages.begin(), pages.end(), first);
   std::vector<std::unique_ptr<SwapIn>> reads;
-  for (uint64_t from = first; from < last;) {
-    const uint64_t to = std::min(
-        {last, from + window, (from / PageTable::kChunkPages + 1) * PageTable::kChunkPages});
-    auto read =
-        new_read(client, from, to - from, segment->start + (from * kPageSize - segment->offset),
-                 marker.dirty, pager);
-    if (!read) break;
-    read->tid = marker.tid;
-    reads.push_back(std::move(read));
-    from = to;
-  }
+  read_pages_ahead(client, *segment, pages, marker.dirty, &reads, pager, window);
   if (reads.empty()) return;
+  for (const auto& read : reads) read->tid = marker.tid;
   reads.back()->readahead = true;
   client.readahead.on_async_read(marker.tid, first,
                                  reads.back()->first + reads.back()->pages - first);
