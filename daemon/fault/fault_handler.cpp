@@ -243,7 +243,7 @@ constexpr uint64_t kMinMarkerRun = 4;
 // is a MINOR fault. The page is resident, clean or dirty as the read's other pages. False
 // if it could not be written; the page is then still a hole.
 bool place_marker(Client& client, const SwapIn& read, uint64_t page, Pager& pager) {
-  const unsigned char* data = read.buffer.get() + (page - read.first) * kPageSize;
+  const unsigned char* data = read.buffer.data() + (page - read.first) * kPageSize;
   auto written = client.memfd().write_at(data, kPageSize, page * kPageSize);
   if (!written || *written != kPageSize) {
     spdlog::warn("client {}: read-ahead marker at page {}: {}", client.identity().pid, page,
@@ -267,7 +267,7 @@ bool place_marker(Client& client, const SwapIn& read, uint64_t page, Pager& page
 // reads start a whole run ahead (the kernel's async read-ahead): the page after the
 // faulting one in a fault's read, the first page of a read a marker started.
 uint64_t map_read(Client& client, const SwapIn& read, uint64_t valid, Pager& pager, bool* gone) {
-  const unsigned char* buf = read.buffer.get();
+  const unsigned char* buf = read.buffer.data();
   if (!read.readahead || valid < kMinMarkerRun ||
       client.markers.size() >= ReadaheadMarkers::kMaxMarkers) {
     return map_pages(client, read.addr, read.first, valid, buf, read.dirty, pager, gone);
@@ -312,8 +312,8 @@ uint64_t still_evicted(Client& client, const SwapIn& read) {
 // marked as read by it; null without memory for its buffer.
 std::unique_ptr<SwapIn> new_read(Client& client, uint64_t first, uint64_t pages, uintptr_t addr,
                                  bool dirty, Pager& pager) {
-  auto buffer = static_cast<unsigned char*>(aligned_alloc(kPageSize, pages * kPageSize));
-  if (buffer == nullptr) return nullptr;
+  auto buffer = pager.swap->read_buffers().take(pages);
+  if (!buffer) return nullptr;
   auto read = std::make_unique<SwapIn>();
   read->client = client.shared_from_this();
   read->id = ++client.last_read_id;
@@ -322,9 +322,9 @@ std::unique_ptr<SwapIn> new_read(Client& client, uint64_t first, uint64_t pages,
   read->cluster = client.pages.cluster(first);
   read->addr = addr;
   read->dirty = dirty;
-  read->buffer.reset(buffer);
-  read->request = {pager.swap->fd(), buffer, static_cast<uint32_t>(pages * kPageSize),
+  read->request = {pager.swap->fd(), buffer.data(), static_cast<uint32_t>(pages * kPageSize),
                    SwapSpace::slot_offset(read->cluster, first), false};
+  read->buffer = std::move(buffer);
   for (uint64_t p = first; p < first + pages; ++p) client.reading[p] = read->id;
   return read;
 }

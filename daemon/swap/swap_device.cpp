@@ -9,6 +9,13 @@ namespace {
 constexpr unsigned kRingEntries = 256;
 }  // namespace
 
+namespace {
+
+// Free read buffers kept: several chunk-sized reads in flight per paging thread.
+constexpr uint64_t kRetainedReadBuffers = 16ull << 20;
+
+}  // namespace
+
 Result<std::unique_ptr<SwapDevice>> SwapDevice::open(const std::string& path,
                                                      uint64_t create_size) {
   auto file = kernel::SwapFile::open(path.c_str(), create_size);
@@ -17,7 +24,10 @@ Result<std::unique_ptr<SwapDevice>> SwapDevice::open(const std::string& path,
 }
 
 SwapDevice::SwapDevice(kernel::SwapFile file, std::string path)
-    : file_(std::move(file)), path_(std::move(path)), space_(file_.size()) {}
+    : file_(std::move(file)),
+      path_(std::move(path)),
+      space_(file_.size()),
+      read_buffers_(ReadBuffers::create(kRetainedReadBuffers)) {}
 
 uint32_t SwapDevice::allocate_cluster(uint64_t owner) {
   std::lock_guard lock(mu_);
