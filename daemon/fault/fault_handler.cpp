@@ -312,7 +312,7 @@ uint64_t still_evicted(Client& client, const SwapIn& read) {
 // marked as read by it; null without memory for its buffer.
 std::unique_ptr<SwapIn> new_read(Client& client, uint64_t first, uint64_t pages, uintptr_t addr,
                                  bool dirty, Pager& pager) {
-  auto buffer = pager.swap->read_buffers().take(pages);
+  auto buffer = pager.swap->io_buffers().take(pages);
   if (!buffer) return nullptr;
   auto read = std::make_unique<SwapIn>();
   read->client = client.shared_from_this();

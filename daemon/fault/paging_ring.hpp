@@ -18,7 +18,7 @@
 #include "extmem/kernel/io_ring.hpp"
 #include "extmem/kernel/result.hpp"
 #include "fault/fault_handler.hpp"
-#include "swap/read_buffers.hpp"
+#include "swap/io_buffers.hpp"
 
 namespace extmem::daemon {
 
@@ -47,7 +47,7 @@ struct SwapIn {
   bool readahead = false;
   uint32_t tid = 0;
   std::vector<WaitingFault> faults;  // faults[0] is the one it was read for, at `first`
-  ReadBuffers::Buffer buffer;
+  IoBuffers::Buffer buffer;
   kernel::IoRequest request{};
   int32_t result = 0;  // once completed: bytes read, or -errno
 };

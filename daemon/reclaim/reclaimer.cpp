@@ -245,22 +245,24 @@ uint64_t Reclaimer::evict_batch(Client& client, uint64_t want) {
 
   // Write-protect, copy out, write to the slot. Writers block on the protection until the
   // page is gone; the last step wakes them and they fault it back in.
-  static constexpr size_t kAlign = 4096;
-  std::unique_ptr<unsigned char, decltype(&free)> buffers(
-      static_cast<unsigned char*>(aligned_alloc(kAlign, victims.size() * kPageSize)), &free);
-  auto buffer = [&](size_t i) { return buffers.get() + i * kPageSize; };
+  IoBuffers::Buffer buffers = swap_.io_buffers().take(victims.size());
+  auto buffer = [&](size_t i) { return buffers.data() + i * kPageSize; };
   auto dirty = [](const Victim& v) { return !v.clean && !v.failed; };
   for_each_run(dirty, [&](size_t first, size_t end) {
     const uint64_t len = (end - first) * kPageSize;
-    auto protected_ = client.uffd().write_protect(victims[first].addr, len, true, false);
-    bool ok = protected_ && *protected_ == kernel::Outcome::kDone;
+    bool ok = static_cast<bool>(buffers);  // without memory for it, the pages stay
+    if (ok) {
+      auto protected_ = client.uffd().write_protect(victims[first].addr, len, true, false);
+      ok = protected_ && *protected_ == kernel::Outcome::kDone;
+    }
     if (ok) {
       auto n = client.memfd().read_at(buffer(first), len, victims[first].page * kPageSize);
       ok = n && *n == len;
     }
     if (!ok) {
-      spdlog::debug("client {}: pages {}+{} not evicted: write-protect or read failed",
-                    client.identity().pid, victims[first].page, end - first);
+      spdlog::debug(
+          "client {}: pages {}+{} not evicted: no buffer, or write-protect or read failed",
+          client.identity().pid, victims[first].page, end - first);
       for (size_t i = first; i < end; ++i) victims[i].failed = true;
       return;
     }

@@ -11,8 +11,9 @@ constexpr unsigned kRingEntries = 256;
 
 namespace {
 
-// Free read buffers kept: several chunk-sized reads in flight per paging thread.
-constexpr uint64_t kRetainedReadBuffers = 16ull << 20;
+// Free I/O buffers kept: several chunk-sized reads in flight per paging thread, and the
+// reclaimer's batch.
+constexpr uint64_t kRetainedIoBuffers = 16ull << 20;
 
 }  // namespace
 
@@ -27,7 +28,7 @@ SwapDevice::SwapDevice(kernel::SwapFile file, std::string path)
     : file_(std::move(file)),
       path_(std::move(path)),
       space_(file_.size()),
-      read_buffers_(ReadBuffers::create(kRetainedReadBuffers)) {}
+      io_buffers_(IoBuffers::create(kRetainedIoBuffers)) {}
 
 uint32_t SwapDevice::allocate_cluster(uint64_t owner) {
   std::lock_guard lock(mu_);

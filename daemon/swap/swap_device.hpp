@@ -12,7 +12,7 @@
 #include "extmem/kernel/io_ring.hpp"
 #include "extmem/kernel/result.hpp"
 #include "extmem/kernel/swap_file.hpp"
-#include "swap/read_buffers.hpp"
+#include "swap/io_buffers.hpp"
 #include "swap/swap_space.hpp"
 
 namespace extmem::daemon {
@@ -38,8 +38,8 @@ class SwapDevice {
   // (bytes or -errno) are in each request.
   Result<void> run(std::span<kernel::IoRequest> requests);
 
-  // Buffers for reads from the device, reused across reads.
-  ReadBuffers& read_buffers() { return *read_buffers_; }
+  // Buffers for I/O on the device, reused.
+  IoBuffers& io_buffers() { return *io_buffers_; }
 
   // I/O failed on the device at least once (counted per client in io_errors).
   bool degraded() const { return io_errors_.load(std::memory_order_relaxed) != 0; }
@@ -65,7 +65,7 @@ class SwapDevice {
   std::string path_;
   std::mutex mu_;
   SwapSpace space_;
-  std::shared_ptr<ReadBuffers> read_buffers_;
+  std::shared_ptr<IoBuffers> io_buffers_;
   std::atomic<uint64_t> io_errors_{0};
   Injected injected_ = Injected::kNone;
   std::string injected_while_;

@@ -1,8 +1,9 @@
-// Page-aligned buffers for reads from swap, kept for reuse. A fresh buffer costs its pages
-// twice: glibc gives buffers this large back to the kernel when freed, and the kernel then
-// faults each page of the next one in while it pins them for the O_DIRECT read (a quarter
-// of a paging thread's CPU in sequential reads). Buffers come in powers of two pages; up to
-// `retained_bytes` of free ones are kept, the rest freed.
+// Page-aligned buffers for swap I/O, kept for reuse. A fresh buffer costs its pages twice:
+// glibc gives buffers this large back to the kernel when freed, and the next one's pages
+// fault in again, while the kernel pins them for an O_DIRECT read (a quarter of a paging
+// thread's CPU in sequential reads) or as the reclaimer copies victims into it (a fifth of
+// its CPU in sequential writes). Buffers come in powers of two pages; up to `retained_bytes`
+// of free ones are kept, the rest freed.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +13,7 @@
 
 namespace extmem::daemon {
 
-class ReadBuffers : public std::enable_shared_from_this<ReadBuffers> {
+class IoBuffers : public std::enable_shared_from_this<IoBuffers> {
  public:
   // A buffer of at least the pages asked for, given back to its pool when destroyed (the
   // pool lives as long as its buffers).
@@ -26,20 +27,20 @@ class ReadBuffers : public std::enable_shared_from_this<ReadBuffers> {
     explicit operator bool() const { return data_ != nullptr; }
 
    private:
-    friend class ReadBuffers;
-    Buffer(std::shared_ptr<ReadBuffers> pool, unsigned char* data, unsigned size_class)
+    friend class IoBuffers;
+    Buffer(std::shared_ptr<IoBuffers> pool, unsigned char* data, unsigned size_class)
         : pool_(std::move(pool)), data_(data), size_class_(size_class) {}
     void release();
 
-    std::shared_ptr<ReadBuffers> pool_;
+    std::shared_ptr<IoBuffers> pool_;
     unsigned char* data_ = nullptr;
     unsigned size_class_ = 0;  // 2^size_class_ pages
   };
 
-  static std::shared_ptr<ReadBuffers> create(uint64_t retained_bytes);
-  ReadBuffers(const ReadBuffers&) = delete;
-  ReadBuffers& operator=(const ReadBuffers&) = delete;
-  ~ReadBuffers();
+  static std::shared_ptr<IoBuffers> create(uint64_t retained_bytes);
+  IoBuffers(const IoBuffers&) = delete;
+  IoBuffers& operator=(const IoBuffers&) = delete;
+  ~IoBuffers();
 
   // A buffer of `pages` (> 0) pages or more; empty without memory for one.
   Buffer take(uint64_t pages);
@@ -47,7 +48,7 @@ class ReadBuffers : public std::enable_shared_from_this<ReadBuffers> {
   uint64_t retained_bytes();
 
  private:
-  explicit ReadBuffers(uint64_t retained_bytes) : max_retained_(retained_bytes) {}
+  explicit IoBuffers(uint64_t retained_bytes) : max_retained_(retained_bytes) {}
   void give_back(unsigned char* data, unsigned size_class);
 
   const uint64_t max_retained_;

@@ -1,4 +1,4 @@
-#include "swap/read_buffers.hpp"
+#include "swap/io_buffers.hpp"
 
 #include <gtest/gtest.h>
 
@@ -11,8 +11,8 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 
-TEST(ReadBuffersTest, BuffersArePageAlignedAndHoldThePagesAskedFor) {
-  auto pool = ReadBuffers::create(1 << 20);
+TEST(IoBuffersTest, BuffersArePageAlignedAndHoldThePagesAskedFor) {
+  auto pool = IoBuffers::create(1 << 20);
   for (uint64_t pages : {1, 2, 3, 5, 200, 512}) {
     auto buffer = pool->take(pages);
     ASSERT_TRUE(buffer) << pages;
@@ -21,8 +21,8 @@ TEST(ReadBuffersTest, BuffersArePageAlignedAndHoldThePagesAskedFor) {
   }
 }
 
-TEST(ReadBuffersTest, AGivenBackBufferServesTheNextReadOfItsSize) {
-  auto pool = ReadBuffers::create(4 << 20);
+TEST(IoBuffersTest, AGivenBackBufferServesTheNextReadOfItsSize) {
+  auto pool = IoBuffers::create(4 << 20);
   unsigned char* first = nullptr;
   {
     auto buffer = pool->take(200);
@@ -36,21 +36,21 @@ TEST(ReadBuffersTest, AGivenBackBufferServesTheNextReadOfItsSize) {
   EXPECT_NE(other_class.data(), first);
 }
 
-TEST(ReadBuffersTest, KeepsNoMoreThanItsRetainedBytes) {
-  auto pool = ReadBuffers::create(3 * 64 * kPage);
-  std::vector<ReadBuffers::Buffer> buffers;
+TEST(IoBuffersTest, KeepsNoMoreThanItsRetainedBytes) {
+  auto pool = IoBuffers::create(3 * 64 * kPage);
+  std::vector<IoBuffers::Buffer> buffers;
   for (int i = 0; i < 10; ++i) buffers.push_back(pool->take(64));
   buffers.clear();
   EXPECT_EQ(pool->retained_bytes(), 3 * 64 * kPage);
 }
 
-TEST(ReadBuffersTest, ABufferOutlivesTheLastOtherHandleOnItsPool) {
-  auto pool = ReadBuffers::create(1 << 20);
+TEST(IoBuffersTest, ABufferOutlivesTheLastOtherHandleOnItsPool) {
+  auto pool = IoBuffers::create(1 << 20);
   auto buffer = pool->take(8);
-  std::weak_ptr<ReadBuffers> watch = pool;
+  std::weak_ptr<IoBuffers> watch = pool;
   pool.reset();
   EXPECT_FALSE(watch.expired());  // the buffer keeps the pool it goes back to
-  ReadBuffers::Buffer moved = std::move(buffer);
+  IoBuffers::Buffer moved = std::move(buffer);
   EXPECT_FALSE(buffer);
   moved = {};
   EXPECT_TRUE(watch.expired());

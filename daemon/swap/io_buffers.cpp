@@ -1,4 +1,4 @@
-#include "swap/read_buffers.hpp"
+#include "swap/io_buffers.hpp"
 
 #include <bit>
 #include <cstdlib>
@@ -15,12 +15,12 @@ uint64_t class_bytes(unsigned size_class) {
 
 }  // namespace
 
-ReadBuffers::Buffer::Buffer(Buffer&& other) noexcept
+IoBuffers::Buffer::Buffer(Buffer&& other) noexcept
     : pool_(std::move(other.pool_)), data_(other.data_), size_class_(other.size_class_) {
   other.data_ = nullptr;
 }
 
-ReadBuffers::Buffer& ReadBuffers::Buffer::operator=(Buffer&& other) noexcept {
+IoBuffers::Buffer& IoBuffers::Buffer::operator=(Buffer&& other) noexcept {
   if (this != &other) {
     release();
     pool_ = std::move(other.pool_);
@@ -31,27 +31,27 @@ ReadBuffers::Buffer& ReadBuffers::Buffer::operator=(Buffer&& other) noexcept {
   return *this;
 }
 
-ReadBuffers::Buffer::~Buffer() {
+IoBuffers::Buffer::~Buffer() {
   release();
 }
 
-void ReadBuffers::Buffer::release() {
+void IoBuffers::Buffer::release() {
   if (data_ != nullptr) pool_->give_back(data_, size_class_);
   data_ = nullptr;
   pool_.reset();
 }
 
-std::shared_ptr<ReadBuffers> ReadBuffers::create(uint64_t retained_bytes) {
-  return std::shared_ptr<ReadBuffers>(new ReadBuffers(retained_bytes));
+std::shared_ptr<IoBuffers> IoBuffers::create(uint64_t retained_bytes) {
+  return std::shared_ptr<IoBuffers>(new IoBuffers(retained_bytes));
 }
 
-ReadBuffers::~ReadBuffers() {
+IoBuffers::~IoBuffers() {
   for (auto& buffers : free_) {
     for (unsigned char* data : buffers) free(data);
   }
 }
 
-ReadBuffers::Buffer ReadBuffers::take(uint64_t pages) {
+IoBuffers::Buffer IoBuffers::take(uint64_t pages) {
   const auto size_class = static_cast<unsigned>(std::bit_width(std::bit_ceil(pages) - 1));
   {
     std::lock_guard lock(mu_);
@@ -67,12 +67,12 @@ ReadBuffers::Buffer ReadBuffers::take(uint64_t pages) {
   return Buffer(shared_from_this(), data, size_class);
 }
 
-uint64_t ReadBuffers::retained_bytes() {
+uint64_t IoBuffers::retained_bytes() {
   std::lock_guard lock(mu_);
   return retained_;
 }
 
-void ReadBuffers::give_back(unsigned char* data, unsigned size_class) {
+void IoBuffers::give_back(unsigned char* data, unsigned size_class) {
   {
     std::lock_guard lock(mu_);
     if (retained_ + class_bytes(size_class) <= max_retained_) {
