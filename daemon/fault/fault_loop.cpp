@@ -15,6 +15,7 @@
 #include "fault/fault_handler.hpp"
 #include "fault/hints.hpp"
 #include "paging_thread.hpp"
+#include "server/reply.hpp"
 
 namespace extmem::daemon {
 
@@ -243,16 +244,6 @@ void FaultLoop::on_socket(PagingRing& ring, const std::shared_ptr<Client>& clien
 
 namespace {
 
-void reply(Client& client, int status, const std::string& message) {
-  wire::Reply r;
-  r.status = status;
-  wire::copy_text(r.message, sizeof(r.message), message.c_str());
-  std::byte frame[wire::kMaxFrame];
-  // The client waits for the answer with a timeout; one it does not read is its loss.
-  auto sent = kernel::send_message(client.socket_fd(), {frame, wire::encode(r, frame)}, {});
-  if (!sent) spdlog::debug("client {}: reply: {}", client.identity().pid, sent.error().message());
-}
-
 wire::Stats stats_of(Client& client) {
   wire::Stats s;
   {
@@ -287,7 +278,7 @@ bool FaultLoop::on_request(const std::shared_ptr<Client>& client, std::span<cons
   if (wire::DecodeError e = wire::decode_header(frame.data(), frame.size(), &header);
       e != wire::DecodeError::kOk) {
     spdlog::warn("client {}: ignored a message after registration: {}", pid, wire::describe(e));
-    reply(*client, EPROTO, wire::describe(e));
+    send_reply(client->socket_fd(), EPROTO, wire::describe(e));
     return true;
   }
   const std::byte* payload = frame.data() + wire::kHeaderSize;
@@ -296,22 +287,23 @@ bool FaultLoop::on_request(const std::shared_ptr<Client>& client, std::span<cons
       auto attached = attach_hints(client, payload, header.length, fds, fd_count);
       if (!attached) {
         spdlog::warn("client {}: hint ring refused: {}", pid, attached.error().message());
-        reply(*client, attached.error().code(), attached.error().context());
+        send_reply(client->socket_fd(), attached.error().code(), attached.error().context());
       } else {
-        reply(*client, 0, "hint ring attached");
+        send_reply(client->socket_fd(), 0, "hint ring attached");
       }
       return true;
     }
     case wire::MsgType::kSetPolicy: {
       wire::SetPolicy request;
       if (auto e = wire::decode(payload, header.length, &request); e != wire::DecodeError::kOk) {
-        reply(*client, EPROTO, std::string("set policy: ") + wire::describe(e));
+        send_reply(client->socket_fd(), EPROTO, std::string("set policy: ") + wire::describe(e));
         return true;
       }
       std::unique_ptr<Policy> policy = make_policy(request.policy);
       if (!policy) {
-        reply(*client, EINVAL,
-              fmt::format("unknown policy '{}' (known: {})", request.policy, known_policy_list()));
+        send_reply(
+            client->socket_fd(), EINVAL,
+            fmt::format("unknown policy '{}' (known: {})", request.policy, known_policy_list()));
         return true;
       }
       {
@@ -319,13 +311,13 @@ bool FaultLoop::on_request(const std::shared_ptr<Client>& client, std::span<cons
         client->replace_policy(std::move(policy));
       }
       spdlog::info("client {}: policy set to {} by the client", pid, request.policy);
-      reply(*client, 0, "policy set");
+      send_reply(client->socket_fd(), 0, "policy set");
       return true;
     }
     case wire::MsgType::kGetStats: {
       wire::GetStats request;
       if (auto e = wire::decode(payload, header.length, &request); e != wire::DecodeError::kOk) {
-        reply(*client, EPROTO, std::string("get stats: ") + wire::describe(e));
+        send_reply(client->socket_fd(), EPROTO, std::string("get stats: ") + wire::describe(e));
         return true;
       }
       std::byte out[wire::kMaxFrame];
@@ -337,7 +329,7 @@ bool FaultLoop::on_request(const std::shared_ptr<Client>& client, std::span<cons
     default:
       spdlog::warn("client {}: ignored a message of type {} after registration", pid,
                    static_cast<unsigned>(header.type));
-      reply(*client, EPROTO, "unexpected message type");
+      send_reply(client->socket_fd(), EPROTO, "unexpected message type");
       return true;
   }
 }

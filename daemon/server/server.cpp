@@ -16,6 +16,7 @@
 #include "extmem/wire.hpp"
 #include "recovery/recovery.hpp"
 #include "server/client_checks.hpp"
+#include "server/reply.hpp"
 
 namespace extmem::daemon {
 
@@ -35,21 +36,6 @@ constexpr uint64_t kOptionalUffdFeatures = kernel::kFeaturePoison;
 // MISSING: first touch and swap-in; WP: eviction; MINOR: access signals after a reset.
 constexpr uint64_t kRegisterModes =
     UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR;
-
-void send_reply(int fd, int status, uint32_t flags, uint64_t value, const std::string& message,
-                int passed_fd = -1) {
-  wire::Reply reply;
-  reply.status = status;
-  reply.flags = flags;
-  reply.value = value;
-  wire::copy_text(reply.message, sizeof(reply.message), message.c_str());
-  std::byte frame[wire::kMaxFrame];
-  size_t len = wire::encode(reply, frame);
-  int fds[1] = {passed_fd};
-  auto sent = kernel::send_message(
-      fd, {frame, len}, passed_fd >= 0 ? std::span<const int>(fds) : std::span<const int>());
-  if (!sent) spdlog::debug("reply to client: {}", sent.error().message());
-}
 
 // Whether the peer closed the connection (or shut it down for writing).
 bool peer_hung_up(int fd) {
@@ -151,7 +137,7 @@ void Server::accept_loop() {
     }
     if (handshakes_in_flight_.fetch_add(1) >= kMaxHandshakesInFlight) {
       handshakes_in_flight_.fetch_sub(1);
-      send_reply(connection.get(), EBUSY, 0, 0, "too many clients connecting at once; retry");
+      send_reply(connection.get(), EBUSY, "too many clients connecting at once; retry");
       continue;
     }
     std::thread([this, c = std::move(connection)]() mutable {
@@ -166,7 +152,7 @@ void Server::handshake(kernel::UniqueFd connection) {
   if (!client) {
     auto creds = kernel::peer_credentials(connection.get());
     spdlog::warn("rejected client pid {}: {}", creds ? creds->pid : -1, client.error().message());
-    send_reply(connection.get(), client.error().code(), 0, 0, client.error().message());
+    send_reply(connection.get(), client.error().code(), client.error().message());
   }
 }
 
@@ -219,7 +205,7 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
     if (!device) return Error::from_errno("open /dev/userfaultfd");
     reply_flags |= wire::kReplyCarriesUffdDevice;
   }
-  send_reply(fd, 0, reply_flags, 0, "ok", device.get());
+  send_reply(fd, 0, "ok", reply_flags, 0, device.get());
   device.reset();
 
   len = receive(fd, wire::MsgType::kRegister, frame, fds, 2);
@@ -292,8 +278,8 @@ Result<std::shared_ptr<Client>> Server::register_client(int fd, kernel::UniqueFd
       reg.arena_base,
       own_limit != 0 ? format_size(own_limit * kPageSize, limit_text, sizeof(limit_text)) : "none",
       client->terms().limit_source, assigned.policy);
-  send_reply(client->socket_fd(), 0, wire::kReplyTakesRequests, client->limit_pages() * kPageSize,
-             "registered");
+  send_reply(client->socket_fd(), 0, "registered", wire::kReplyTakesRequests,
+             client->limit_pages() * kPageSize);
   return client;
 }
 
