@@ -105,6 +105,12 @@ Result<void> Daemon::run() {
     spdlog::info("global DRAM budget {}", format_size(options_.budget, budget, sizeof(budget)));
   }
   fault_loop_ = std::make_unique<FaultLoop>(registry_, options_.fault_threads, pager);
+  if (getenv("EXTMEMD_TEST_FAIL_PAGING_RING") != nullptr) {
+    fault_loop_->inject_ring_failure();
+    spdlog::warn(
+        "EXTMEMD_TEST_FAIL_PAGING_RING: a paging ring fails after its first read "
+        "(a test setting)");
+  }
   server_ = std::make_unique<Server>(options_, client_access_, registry_, *governor_, *fault_loop_,
                                      swap_.get(), uffd_features);
   control_ = std::make_unique<ControlServer>(ControlContext{
@@ -148,6 +154,7 @@ Result<void> Daemon::run() {
   for (;;) {
     int sig = sigtimedwait(&set, nullptr, &tick_period);
     if (sig < 0) {
+      if (fault_loop_->failed()) break;
       tick();
       const auto now = std::chrono::steady_clock::now();
       if (options_.stats_interval != 0 &&
@@ -170,6 +177,8 @@ Result<void> Daemon::run() {
   }
   notify_service_manager("STOPPING=1\nSTATUS=stopping: reading swapped pages back");
   stop_serving();
+  // A non-zero exit: the service manager restarts us (Restart=on-failure).
+  if (fault_loop_->failed()) return Error::make(EIO, "a paging thread failed");
   return {};
 }
 

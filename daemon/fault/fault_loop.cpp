@@ -57,10 +57,18 @@ Result<void> FaultLoop::start() {
   return {};
 }
 
+bool FaultLoop::failed() const {
+  for (const auto& ring : rings_) {
+    if (ring->failed.load()) return true;
+  }
+  return false;
+}
+
 void FaultLoop::stop() {
   if (threads_.empty()) return;
   stopping_ = true;
   for (auto& ring : rings_) {
+    if (ring->failed.load()) continue;  // its thread left
     if (auto woken = ring->wake(); !woken) {
       spdlog::critical("paging ring: cannot wake its thread to stop: {}", woken.error().message());
     }
@@ -72,6 +80,7 @@ void FaultLoop::stop() {
 Result<void> FaultLoop::add(const std::shared_ptr<Client>& client) {
   PagingRing* ring = nullptr;
   for (auto& candidate : rings_) {
+    if (candidate->failed.load()) continue;
     if (ring == nullptr || candidate->clients.load() < ring->clients.load()) ring = candidate.get();
   }
   if (ring == nullptr) return Error::make(ESHUTDOWN, "no paging thread runs");
@@ -133,16 +142,27 @@ bool FaultLoop::rearm(PagingRing& ring, const std::shared_ptr<Client>& client, K
 
 void FaultLoop::run(PagingRing& ring) {
   std::array<kernel::IoRing::Completion, 64> done;
+  bool carried_read = false;
   for (;;) {
     if (stopping_.load(std::memory_order_relaxed) && ring.stop_reads()) return;
     auto got = ring.wait(done);
+    if (got && carried_read && inject_ring_failure_.exchange(false)) {
+      got = Error::make(EIO, "io_uring_enter failed (injected: a test setting)");
+    }
     if (!got) {
-      spdlog::critical("paging thread: {}", got.error().message());
+      // Its reads in flight are lost and its clients' faults go unanswered: only a stop,
+      // which reads their pages back synchronously, and a restart can serve them again.
+      spdlog::critical("paging thread: {}; extmemd stops, handing its clients back",
+                       got.error().message());
+      ring.stop_reads();  // reads started from now on are done synchronously
+      ring.failed = true;
       return;
     }
     // Finished reads first: mapping one wakes an application thread that waits now.
     for (size_t i = 0; i < *got; ++i) {
-      if (PagingRing::kind_of(done[i].tag) == Kind::kRead) ring.finish_read(done[i]);
+      if (PagingRing::kind_of(done[i].tag) != Kind::kRead) continue;
+      ring.finish_read(done[i]);
+      carried_read = true;
     }
     for (size_t i = 0; i < *got; ++i) {
       const kernel::IoRing::Completion& c = done[i];

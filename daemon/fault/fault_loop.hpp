@@ -28,6 +28,12 @@ class FaultLoop {
 
   Result<void> start();
   void stop();
+  // A paging thread's io_uring failed for good: that thread is gone and its clients'
+  // faults go unserved, so the daemon must stop (handing them back) and be restarted.
+  bool failed() const;
+  // Tests only (EXTMEMD_TEST_FAIL_PAGING_RING): the first ring to finish a swap-in read
+  // then fails as if io_uring_enter had.
+  void inject_ring_failure() { inject_ring_failure_ = true; }
   // Starts serving a registered client.
   Result<void> add(const std::shared_ptr<Client>& client);
   // Stops serving the client; the last holder closes its descriptors.
@@ -54,6 +60,7 @@ class FaultLoop {
   std::vector<std::unique_ptr<PagingRing>> rings_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> inject_ring_failure_{false};
 };
 
 }  // namespace extmem::daemon

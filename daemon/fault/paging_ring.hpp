@@ -100,6 +100,8 @@ class PagingRing {
 
   // Clients served by the ring's thread, for assigning new ones.
   std::atomic<unsigned> clients{0};
+  // Its thread left after the ring failed for good.
+  std::atomic<bool> failed{false};
   // Clients added by other threads, whose polls the owner submits itself.
   std::mutex added_mu;
   std::vector<std::shared_ptr<Client>> added;

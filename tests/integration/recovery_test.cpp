@@ -2,6 +2,7 @@
 // times their limit; a new extmemd on the same swap file takes them back, and every byte
 // the clients read afterwards is what they wrote.
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -188,6 +189,26 @@ TEST(Recovery, CleanStopLeavesNoRecord) {
   // SIGTERM reads every page back and hands the arena to the kernel: the client goes on
   // without a daemon, and nothing is left to recover.
   EXPECT_EQ(daemon.stop(), 0);
+  EXPECT_EQ(records_left(dir), 0u);
+  ProcessResult r = wait_process(client, 60s);
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("mismatches 0"), std::string::npos) << r.out;
+}
+
+TEST(Recovery, AFailedPagingRingStopsTheDaemonAndItsClientsGoOn) {
+  ScratchDir dir;
+  DaemonLaunch launch;
+  launch.env["EXTMEMD_TEST_FAIL_PAGING_RING"] = "1";  // at the ring's first swap-in read
+  Daemon daemon(dir, daemon_args(dir), launch);
+  Started client = start_paging(
+      dir, daemon, {"integrity", "--mib", "48", "--threads", "2", "--seconds", "4"}, "16M");
+  ASSERT_TRUE(daemon.wait_for_log("extmemd stops, handing its clients back", 30s)) << daemon.log();
+  // Its faults were left unanswered: the stop reads its pages back and hands it its arena,
+  // and the exit status asks the service manager for a restart.
+  ASSERT_TRUE(daemon.wait_for_log("extmemd stopped", 30s)) << daemon.log();
+  const int status = daemon.stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << "wait status " << status;
+  EXPECT_NE(daemon.log().find("handed back"), std::string::npos) << daemon.log();
   EXPECT_EQ(records_left(dir), 0u);
   ProcessResult r = wait_process(client, 60s);
   EXPECT_EQ(r.exit_code, 0) << describe(r);
