@@ -16,6 +16,9 @@ namespace extmem::kernel {
 namespace {
 
 constexpr uint64_t kPage = 4096;
+// How long opening waits for another process's lock on the swap file: 5 s.
+constexpr int kLockTries = 100;
+constexpr int kLockRetryMs = 50;
 
 unsigned long long MiB(uint64_t bytes) {
   return static_cast<unsigned long long>(bytes >> 20);
@@ -91,11 +94,15 @@ Result<Opened> OpenRegular(const char* path, uint64_t create_size, bool exists) 
   struct stat st;
   if (fstat(fd.get(), &st) != 0) return Error::from_errno("swap %s: fstat", path);
   if (!S_ISREG(st.st_mode)) return Error::make(EINVAL, "swap %s: changed while opening", path);
-  if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) {
-      return Error::make(EBUSY, "swap %s: in use by another process (flock)", path);
+  // A daemon killed a moment ago still holds the lock until the kernel has torn down its
+  // io_uring, which can take a while on a busy machine: wait for it a little.
+  for (int tries = 0; flock(fd.get(), LOCK_EX | LOCK_NB) != 0; ++tries) {
+    if (errno != EWOULDBLOCK) return Error::from_errno("swap %s: flock", path);
+    if (tries == kLockTries) {
+      return Error::make(EBUSY, "swap %s: in use by another process (flock, waited %d ms)", path,
+                         kLockTries * kLockRetryMs);
     }
-    return Error::from_errno("swap %s: flock", path);
+    usleep(kLockRetryMs * 1000);
   }
   int fl = fcntl(fd.get(), F_GETFL);
   if (fl < 0 || fcntl(fd.get(), F_SETFL, fl | O_DIRECT) != 0) {

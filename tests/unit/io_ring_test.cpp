@@ -497,6 +497,20 @@ TEST_F(SwapFileTest, RefusesASecondUser) {
   EXPECT_TRUE(SwapFile::open(p.c_str(), 0).ok()) << "the lock goes with the file";
 }
 
+TEST_F(SwapFileTest, WaitsForTheLockOfAUserThatIsGoing) {
+  std::string p = path("swap");
+  auto first = std::make_unique<Result<SwapFile>>(SwapFile::open(p.c_str(), 2 * kMiB));
+  ASSERT_TRUE(first->ok()) << first->error().message();
+  // A daemon killed a moment ago: its lock goes once the kernel has torn down its ring.
+  std::thread going([&first] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    first.reset();
+  });
+  auto second = SwapFile::open(p.c_str(), 0);
+  going.join();
+  EXPECT_TRUE(second.ok()) << second.error().message();
+}
+
 TEST_F(SwapFileTest, RefusesTmpfs) {
   struct statfs fs;
   if (statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC) {
