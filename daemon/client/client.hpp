@@ -204,6 +204,8 @@ class Client : public std::enable_shared_from_this<Client> {
   PagingRing* paging_ring = nullptr;
   // Signalled when reclaim freed memory for this client.
   std::condition_variable room;
+  // Faults waiting on `room`: reclaim is behind this client.
+  std::atomic<unsigned> room_waiters{0};
 
   // Keeps which pages are in swap where a restarted daemon finds them; removed when the
   // client is gone. Call before the client is shared.

@@ -64,8 +64,10 @@ void make_room(std::unique_lock<std::mutex>& lock, Client& client, uint64_t page
       }
       return;
     }
+    client.room_waiters++;
     pager.reclaimer->wake();
     client.room.wait_for(lock, std::chrono::milliseconds(20));
+    client.room_waiters--;
   }
 }
 

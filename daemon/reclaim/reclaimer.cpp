@@ -66,6 +66,10 @@ void Reclaimer::start(int nice) {
     enter_paging_thread("extmemd-reclaim", nice);
     run();
   });
+  assistant_ = std::thread([this, nice] {
+    enter_paging_thread("extmemd-evict", nice);
+    assist();
+  });
 }
 
 void Reclaimer::stop() {
@@ -75,24 +79,27 @@ void Reclaimer::stop() {
   }
   wakeup_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (assistant_.joinable()) assistant_.join();
 }
 
 void Reclaimer::wake() {
   {
     std::lock_guard lock(mu_);
-    wake_requested_ = true;
+    ++wakes_;
   }
-  wakeup_.notify_one();
+  wakeup_.notify_all();
+}
+
+bool Reclaimer::wait_for_work(uint64_t* seen) {
+  std::unique_lock lock(mu_);
+  wakeup_.wait_for(lock, kPeriod, [&] { return wakes_ != *seen || stopping_; });
+  *seen = wakes_;
+  return !stopping_;
 }
 
 void Reclaimer::run() {
-  for (;;) {
-    {
-      std::unique_lock lock(mu_);
-      wakeup_.wait_for(lock, kPeriod, [this] { return wake_requested_ || stopping_; });
-      if (stopping_) return;
-      wake_requested_ = false;
-    }
+  uint64_t seen = 0;
+  while (wait_for_work(&seen)) {
     if (swap_full_.load() && swap_.clusters_used() < swap_.clusters_total()) {
       swap_full_.store(false);
     }
@@ -108,25 +115,44 @@ void Reclaimer::run() {
         if (evicted == 0) break;
         pageout -= std::min(pageout, evicted);
       }
-      const uint64_t limit = client->limit_pages();
-      if (limit == 0) continue;
-      uint64_t resident;
-      {
-        std::lock_guard lock(client->mu);
-        resident = client->pages.resident_pages();
-      }
-      if (resident <= high_watermark(limit)) continue;
-      const uint64_t low = low_watermark(limit);
-      while (resident > low && !swap_full_.load()) {
-        uint64_t evicted = evict_batch(*client, std::min(resident - low, kBatchPages));
-        client->room.notify_all();
-        if (evicted == 0) break;
-        std::lock_guard lock(client->mu);
-        resident = client->pages.resident_pages();
-      }
-      client->room.notify_all();
+      evict_to_low_watermark(*client);
     }
   }
+}
+
+void Reclaimer::assist() {
+  uint64_t seen = 0;
+  while (wait_for_work(&seen)) {
+    for (const auto& client : registry_.snapshot()) {
+      // Only while faults wait at the limit (the first thread is behind), so the two
+      // never evict twice the room a client needs.
+      while (client->room_waiters.load() != 0 && !swap_full_.load()) {
+        const uint64_t evicted = evict_batch(*client, kBatchPages);
+        client->room.notify_all();
+        if (evicted == 0) break;
+      }
+    }
+  }
+}
+
+void Reclaimer::evict_to_low_watermark(Client& client) {
+  const uint64_t limit = client.limit_pages();
+  if (limit == 0) return;
+  uint64_t resident;
+  {
+    std::lock_guard lock(client.mu);
+    resident = client.pages.resident_pages();
+  }
+  if (resident <= high_watermark(limit)) return;
+  const uint64_t low = low_watermark(limit);
+  while (resident > low && !swap_full_.load()) {
+    uint64_t evicted = evict_batch(client, std::min(resident - low, kBatchPages));
+    client.room.notify_all();
+    if (evicted == 0) break;
+    std::lock_guard lock(client.mu);
+    resident = client.pages.resident_pages();
+  }
+  client.room.notify_all();
 }
 
 void Reclaimer::reset_access(Client& client, const std::vector<uint64_t>& addrs) {

@@ -1,7 +1,9 @@
 // Background reclaim: keeps every client's resident pages between its watermarks by
 // evicting the pages its policy chooses. Faults that find their client at the limit wake
 // it and wait (direct reclaim); the reclaimer never waits on a fault, so there is no
-// cycle to deadlock on.
+// cycle to deadlock on. While faults wait, a second thread evicts too, so that a client
+// writing faster than one batch at a time can be written out is served by two batches at
+// once (one copying out while the other's writes are on the device).
 #pragma once
 
 #include <atomic>
@@ -25,7 +27,7 @@ class Reclaimer {
   Reclaimer(const Reclaimer&) = delete;
   Reclaimer& operator=(const Reclaimer&) = delete;
 
-  // Starts the reclaim thread at nice value `nice` (see paging_thread.hpp).
+  // Starts the reclaim threads at nice value `nice` (see paging_thread.hpp).
   void start(int nice);
   void stop();
   void wake();
@@ -51,7 +53,13 @@ class Reclaimer {
     bool clean = false;  // its swap slot already holds its data: not written
   };
 
+  // Waits for a wake-up or the period; false once stopping. `seen`: the caller's count
+  // of wake-ups taken.
+  bool wait_for_work(uint64_t* seen);
   void run();
+  // The second thread's loop: evictions for clients whose faults wait for room.
+  void assist();
+  void evict_to_low_watermark(Client& client);
   void settle_evicted(Client& client, const Victim& v);
   // Evicts up to a batch of pages; returns how many.
   uint64_t evict_batch(Client& client, uint64_t want);
@@ -63,11 +71,12 @@ class Reclaimer {
   bool track_access_;
   std::mutex mu_;
   std::condition_variable wakeup_;
-  bool wake_requested_ = false;
+  uint64_t wakes_ = 0;  // under mu_
   bool stopping_ = false;
   std::atomic<bool> swap_full_{false};
   std::atomic<bool> writes_failing_{false};
   std::thread thread_;
+  std::thread assistant_;
 };
 
 }  // namespace extmem::daemon

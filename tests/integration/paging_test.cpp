@@ -116,8 +116,8 @@ std::multimap<std::string, int> thread_nice_values(pid_t pid) {
 
 void expect_paging_threads_at(pid_t daemon_pid, int nice) {
   const auto threads = thread_nice_values(daemon_pid);
-  // The paging threads (each also maps the swap-in reads it started) and reclaim.
-  for (const char* name : {"extmemd-fault", "extmemd-reclaim"}) {
+  // The paging threads (each also maps the swap-in reads it started) and reclaim's two.
+  for (const char* name : {"extmemd-fault", "extmemd-reclaim", "extmemd-evict"}) {
     auto [first, last] = threads.equal_range(name);
     ASSERT_NE(first, last) << "no thread " << name;
     for (auto it = first; it != last; ++it) EXPECT_EQ(it->second, nice) << name;
