@@ -110,12 +110,11 @@ void Readahead::follow_sweep(Stream& s, uint64_t page, bool jump) {
   }
   if (!jump) return;
   if (s.sweeping) {
-    // Covered: a confirmed sweep reached the last read of its window; an unconfirmed one,
-    // the last quarter of its window. A confirmed sweep that read no more than its
-    // fault's run shows nothing either way.
+    // Covered: a confirmed sweep reached its marker; an unconfirmed one, the last quarter
+    // of its window. A confirmed sweep without a marker shows nothing either way.
     const uint64_t phase = s.sweep_first % kSweepPages;
-    if (!confirmed(s) || s.sweep_last_read != 0) {
-      const bool covered = confirmed(s) ? s.sweep_reach > s.sweep_last_read
+    if (!confirmed(s) || s.sweep_marked != 0) {
+      const bool covered = confirmed(s) ? s.sweep_reach > s.sweep_marked
                                         : s.sweep_reach > s.sweep_first + kSweepPages / 4 * 3;
       if (!covered) {
         s.sweeps = 0;
@@ -132,7 +131,7 @@ void Readahead::follow_sweep(Stream& s, uint64_t page, bool jump) {
   s.sweeping = true;
   s.sweep_first = confirmed(s) && into <= page ? page - into : page;
   s.sweep_reach = page + 1;
-  s.sweep_last_read = 0;
+  s.sweep_marked = 0;
 }
 
 Readahead::Decision Readahead::on_fault(uint32_t tid, uint64_t page, AccessPattern pattern) {
@@ -182,10 +181,10 @@ void Readahead::on_stride_read(uint32_t tid, uint64_t pages) {
   if (Stream* s = find(tid)) s->stride_ahead = pages;
 }
 
-void Readahead::on_sweep_read(uint32_t tid, uint64_t last_read, uint64_t end) {
+void Readahead::on_sweep_read(uint32_t tid, uint64_t marked, uint64_t end) {
   if (Stream* s = find(tid)) {
     s->next = end;
-    s->sweep_last_read = last_read;
+    s->sweep_marked = marked;
   }
 }
 

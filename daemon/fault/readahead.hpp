@@ -114,14 +114,15 @@ class Readahead {
   // next fault of a thread that keeps to the stride comes after them.
   void on_stride_read(uint32_t tid, uint64_t pages);
 
-  // What a sweep's fault started: reads up to `end`, the last one from `last_read` on.
-  void on_sweep_read(uint32_t tid, uint64_t last_read, uint64_t end);
+  // What a sweep's fault started: reads up to `end`, the one carrying the sweep's marker
+  // from `marked` on (0: none could carry one).
+  void on_sweep_read(uint32_t tid, uint64_t marked, uint64_t end);
   // A minor fault of the thread at `page`: it shows how far the thread's sweep has come.
   void on_touch(uint32_t tid, uint64_t page);
 
   // The thread touched its read-ahead marker at `page`: a prefetch hit. Grows its window
-  // and returns the pages to read next, from the marker's `next` on, but not past
-  // limit(tid).
+  // and returns the pages to read next, from the marker's `next` on (for a confirmed
+  // sweeper, not past limit(tid)).
   uint64_t on_marker_hit(uint32_t tid, uint64_t page);
   // The page the thread's reads stop before: the end of its sweep's window for a
   // confirmed sweeper, else UINT64_MAX.
@@ -153,13 +154,13 @@ class Readahead {
     uint64_t stride_depth = 0;
     uint64_t stride_ahead = 0;
     // The current sweep: the first page of its window, the end of the pages it is known
-    // to have reached, and the first page of its whole-window read's last read (0: none),
+    // to have reached, and the first page of the read that carries its marker (0: none),
     // which a finished sweep reaches. How many sweeps in a row covered their window, at
     // which alignment (first page modulo kSweepPages).
     bool sweeping = false;
     uint64_t sweep_first = 0;
     uint64_t sweep_reach = 0;
-    uint64_t sweep_last_read = 0;
+    uint64_t sweep_marked = 0;
     uint32_t sweeps = 0;
     uint64_t sweep_phase = 0;
   };

@@ -290,21 +290,21 @@ TEST(ReadaheadTest, SweptWindowsConfirmASweeperWhoseNextJumpReadsItsWindow) {
   EXPECT_EQ(d.limit, window_at(401));
 }
 
-TEST(ReadaheadTest, AConfirmedSweepIsJudgedByItsLastRead) {
+TEST(ReadaheadTest, AConfirmedSweepIsJudgedByItsMarker) {
   Readahead r;
   for (uint64_t n : {10, 700, 33}) sweep(r, 1, window_at(n), window_at(n) + kW - 1);
   ASSERT_TRUE(r.on_fault(1, window_at(50)).sweep);
   r.on_sweep_read(1, window_at(50) + 256, window_at(51));
-  r.on_marker_hit(1, window_at(50) + 256);  // the thread reached the last read
+  r.on_marker_hit(1, window_at(50) + 256);  // the thread reached the marked read
   ASSERT_TRUE(r.on_fault(1, window_at(90)).sweep);
   r.on_sweep_read(1, window_at(90) + 256, window_at(91));
-  r.on_touch(1, window_at(90) + 200);  // and jumps before it reaches the last read
+  r.on_touch(1, window_at(90) + 200);  // and jumps before it reaches the marked read
   const Readahead::Decision d = r.on_fault(1, window_at(300));
   EXPECT_FALSE(d.sweep);
   EXPECT_EQ(d.limit, UINT64_MAX);
 }
 
-TEST(ReadaheadTest, AConfirmedSweepThatReadOnlyItsFaultsRunKeepsTheSweeper) {
+TEST(ReadaheadTest, AConfirmedSweepWithoutAMarkerKeepsTheSweeper) {
   Readahead r;
   for (uint64_t n : {10, 700, 33}) sweep(r, 1, window_at(n), window_at(n) + kW - 1);
   ASSERT_TRUE(r.on_fault(1, window_at(50)).sweep);
