@@ -378,10 +378,39 @@ void read_stride_ahead(Client& client, const MajorFault& fault, const Segment& s
   client.readahead.on_stride_read(fault.tid, ahead);
 }
 
+// For a confirmed sweeper's fault (see Readahead): reads the evicted pages of its window
+// from `first` to `end` that no read has in flight, as many as `spare` allows, a read per
+// run of at most a read-ahead window, appended to `ahead`. The last read long enough for a
+// marker carries one, which tells whether the thread swept the window to its end.
+void read_sweep_ahead(Client& client, const MajorFault& fault, const Segment& segment,
+                      uint64_t first, uint64_t end, uint64_t* spare,
+                      std::vector<std::unique_ptr<SwapIn>>* ahead, Pager& pager) {
+  std::vector<uint64_t> pages;
+  for (uint64_t page = first; page < end && pages.size() < *spare; ++page) {
+    if (client.pages.state(page) == PageState::kEvicted && !client.reading.contains(page)) {
+      pages.push_back(page);
+    }
+  }
+  const size_t before = ahead->size();
+  read_pages_ahead(client, segment, pages, fault.write, ahead, pager, Readahead::kMaxWindow);
+  if (ahead->size() == before) return;
+  SwapIn* probe = nullptr;  // the last read long enough to leave a marker
+  for (size_t i = before; i < ahead->size(); ++i) {
+    SwapIn& read = *(*ahead)[i];
+    read.tid = fault.tid;
+    *spare -= read.pages;
+    if (read.pages >= kMinMarkerRun) probe = &read;
+  }
+  if (probe != nullptr) probe->readahead = true;
+  const SwapIn& last = *ahead->back();
+  client.readahead.on_sweep_read(fault.tid, probe != nullptr ? probe->first : 0,
+                                 last.first + last.pages);
+}
+
 // Plans the read for `fault`: its page and the evicted pages after it in its chunk and
 // segment that no other read has in flight, as many as the faulting thread's read-ahead
 // window and `spare` allow. A thread faulting at a stride gets its next strided pages
-// read too, in `ahead`.
+// read too, in `ahead`, and a confirmed sweeper the rest of its window.
 std::unique_ptr<SwapIn> plan_read(Client& client, const MajorFault& fault, const Segment& segment,
                                   uint64_t* spare, std::vector<std::unique_ptr<SwapIn>>* ahead,
                                   Pager& pager) {
@@ -394,7 +423,7 @@ std::unique_ptr<SwapIn> plan_read(Client& client, const MajorFault& fault, const
   const uint64_t chunk_end = (fault.page / PageTable::kChunkPages + 1) * PageTable::kChunkPages;
   const uint64_t segment_end = (segment.offset + segment.len) / kPageSize;
   const uint64_t end =
-      std::min({fault.page + std::min(window, *spare + 1), chunk_end, segment_end});
+      std::min({fault.page + std::min(window, *spare + 1), chunk_end, segment_end, d.limit});
   uint64_t pages = 1;
   while (fault.page + pages < end &&
          client.pages.state(fault.page + pages) == PageState::kEvicted &&
@@ -410,6 +439,14 @@ std::unique_ptr<SwapIn> plan_read(Client& client, const MajorFault& fault, const
   read->tid = fault.tid;
   if (d.stride != 0) {
     read_stride_ahead(client, fault, segment, d.stride, d.stride_pages, spare, ahead, pager);
+  }
+  if (d.sweep) {
+    const size_t before = ahead->size();
+    read_sweep_ahead(client, fault, segment, fault.page + pages, std::min(d.limit, segment_end),
+                     spare, ahead, pager);
+    // The sweep's last read carries its marker; one after the faulting page would find the
+    // rest of the window in flight already.
+    if (ahead->size() > before) read->readahead = false;
   }
   return read;
 }
@@ -560,10 +597,10 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
 // A thread touched the read-ahead marker at `page`: its stream's read-ahead was used, so
 // the stream's next reads start now, from the end of the marker's run: up to
 // kReadsAhead of its grown windows of evicted pages, as many as fit under the limit.
-void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client,
+void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client, uint64_t page,
                           const ReadaheadMarkers::Marker& marker, Pager& pager) {
   client.counters().prefetch_markers_used++;
-  const uint64_t window = client.readahead.on_marker_hit(marker.tid);
+  const uint64_t window = client.readahead.on_marker_hit(marker.tid, page);
   const uint64_t want = kReadsAhead * window;
   if (pager.swap == nullptr) return;
   // The stream is established: waiting here for reclaim to make room for its reads costs
@@ -587,12 +624,17 @@ void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client,
          (client.pages.state(first) != PageState::kEvicted || client.reading.contains(first))) {
     ++first;
   }
-  // Past the end of the marker's chunk only for a thread whose last major fault continued
-  // its reads, and by one window at most: a thread that jumped to a 2 MiB window and
-  // sweeps it reads nothing in vain past the window's end.
+  // A confirmed sweeper reads up to its window's end. Otherwise, past the end of the
+  // marker's chunk only for a thread whose last major fault continued its reads, and by
+  // one window at most: a thread that jumped to a 2 MiB window and sweeps it reads
+  // nothing in vain past the window's end.
   const uint64_t chunk_end =
       ((marker.next - 1) / PageTable::kChunkPages + 1) * PageTable::kChunkPages;
-  end = std::min(end, client.readahead.continues(marker.tid) ? chunk_end + window : chunk_end);
+  if (const uint64_t limit = client.readahead.limit(marker.tid); limit != UINT64_MAX) {
+    end = std::min(end, limit);
+  } else {
+    end = std::min(end, client.readahead.continues(marker.tid) ? chunk_end + window : chunk_end);
+  }
   uint64_t last = first;
   while (last < end && last - first < room && client.pages.state(last) == PageState::kEvicted &&
          !client.reading.contains(last)) {
@@ -652,6 +694,7 @@ Result<kernel::Outcome> continue_around(Client& client, const Segment& segment, 
   for (uint64_t p = page; p < page + mapped; ++p) client.policy->on_access(p);
   if (mapped > 1) client.counters().fault_around_pages += mapped - 1;
   client.fault_around.on_read(tid, page, std::max<uint64_t>(mapped, 1));
+  client.readahead.on_touch(tid, page);
   return mapped > 0 ? kernel::Outcome::kDone : first_outcome;
 }
 
@@ -726,7 +769,7 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
         client.counters().fault_errors++;
       }
       if (!resolved || *resolved != kernel::Outcome::kDone) wake(client, addr, kPageSize);
-      if (marker) read_ahead_at_marker(lock, client, *marker, pager);
+      if (marker) read_ahead_at_marker(lock, client, page, *marker, pager);
       break;
     }
   }

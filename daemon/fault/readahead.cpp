@@ -95,12 +95,52 @@ void Readahead::follow_stride(Stream& s, uint64_t page) {
   s.stride_depth = 0;
 }
 
+void Readahead::follow_sweep(Stream& s, uint64_t page, bool jump) {
+  const uint64_t end = s.sweep_first + kSweepPages;
+  if (s.sweeping && page >= s.sweep_first && page < end) {
+    s.sweep_reach = std::max(s.sweep_reach, page + 1);
+    return;
+  }
+  if (s.sweeping && page >= end && page - end < kSweepPages) {
+    // Reading on past the window's end (markers reach up to a window ahead): a longer run,
+    // a sequential reader's, not a window.
+    s.sweeping = false;
+    s.sweeps = 0;
+    return;
+  }
+  if (!jump) return;
+  if (s.sweeping) {
+    // Covered: a confirmed sweep reached its marker; an unconfirmed one, the last quarter
+    // of its window. A confirmed sweep without a marker shows nothing either way.
+    const uint64_t phase = s.sweep_first % kSweepPages;
+    if (!confirmed(s) || s.sweep_marked != 0) {
+      const bool covered = confirmed(s) ? s.sweep_reach > s.sweep_marked
+                                        : s.sweep_reach > s.sweep_first + kSweepPages / 4 * 3;
+      if (!covered) {
+        s.sweeps = 0;
+      } else {
+        s.sweeps =
+            s.sweeps > 0 && phase == s.sweep_phase ? std::min(s.sweeps + 1, kSweepConfirm) : 1;
+        s.sweep_phase = phase;
+      }
+    }
+  }
+  // A confirmed sweeper's window is where its windows lie, wherever in it the jump landed
+  // (its first pages may have been in memory).
+  const uint64_t into = (page - s.sweep_phase) % kSweepPages;
+  s.sweeping = true;
+  s.sweep_first = confirmed(s) && into <= page ? page - into : page;
+  s.sweep_reach = page + 1;
+  s.sweep_marked = 0;
+}
+
 Readahead::Decision Readahead::on_fault(uint32_t tid, uint64_t page, AccessPattern pattern) {
   Stream& s = stream(tid);
   s.last_use = ++clock_;
   // A hit: the fault lands where the last read ended, or a little further when that read
   // stopped early at pages that were already in memory.
   const bool hit = s.next != 0 && page >= s.next && page - s.next <= s.window;
+  follow_sweep(s, page, !hit);
   Decision d{1, 0, 0, 0};
   if (hit) {
     d = {std::min(s.window * 2, kMaxWindow), s.prefetched, 0, 0};
@@ -126,8 +166,12 @@ Readahead::Decision Readahead::on_fault(uint32_t tid, uint64_t page, AccessPatte
   s.last_fault = page;
   s.faulted = true;
   s.stride_ahead = 0;
+  if (confirmed(s) && s.sweeping && d.stride == 0) {
+    d.limit = s.sweep_first + kSweepPages;
+    d.sweep = !hit;
+  }
   if (pattern == AccessPattern::kRandom) d = {1, d.hits, 0, 0};
-  if (pattern == AccessPattern::kSequential) d.window = kMaxWindow;
+  if (pattern == AccessPattern::kSequential) d = {kMaxWindow, d.hits, d.stride, d.stride_pages};
   s.window = d.window;
   s.prefetched = 0;
   return d;
@@ -137,9 +181,30 @@ void Readahead::on_stride_read(uint32_t tid, uint64_t pages) {
   if (Stream* s = find(tid)) s->stride_ahead = pages;
 }
 
-uint64_t Readahead::on_marker_hit(uint32_t tid) {
+void Readahead::on_sweep_read(uint32_t tid, uint64_t marked, uint64_t end) {
+  if (Stream* s = find(tid)) {
+    s->next = end;
+    s->sweep_marked = marked;
+  }
+}
+
+void Readahead::on_touch(uint32_t tid, uint64_t page) {
+  if (Stream* s = find(tid)) follow_sweep(*s, page, s->sweeping);
+}
+
+uint64_t Readahead::limit(uint32_t tid) const {
+  for (const Stream& s : streams_) {
+    if (s.used && s.tid == tid) {
+      return confirmed(s) && s.sweeping ? s.sweep_first + kSweepPages : UINT64_MAX;
+    }
+  }
+  return UINT64_MAX;
+}
+
+uint64_t Readahead::on_marker_hit(uint32_t tid, uint64_t page) {
   Stream& s = stream(tid);
   s.last_use = ++clock_;
+  follow_sweep(s, page, s.sweeping);
   s.window = std::min(s.window * 2, kMaxWindow);
   return s.window;
 }
@@ -152,7 +217,10 @@ void Readahead::on_async_read(uint32_t tid, uint64_t first, uint64_t pages) {
 }
 
 void Readahead::on_marker_unused(uint32_t tid) {
-  if (Stream* s = find(tid)) s->window = std::max<uint64_t>(s->window / 2, 1);
+  if (Stream* s = find(tid)) {
+    s->window = std::max<uint64_t>(s->window / 2, 1);
+    s->sweeps = 0;
+  }
 }
 
 bool Readahead::continues(uint32_t tid) const {

@@ -6,6 +6,14 @@
 // pages of the same chunk, the client's room) and reports back. The same rule sizes the
 // zero-fill of first touches and the fault-around of minor faults, where "read" means
 // filled or mapped.
+//
+// Sweeps: a thread that jumps to a new place and reads on from there is sweeping a window.
+// Once its last kSweepConfirm sweeps each covered most of a kSweepPages window, at one
+// alignment, it is taken to sweep such windows: a fault starting its next one reads the
+// whole window at once (rather than ramping up through markers), and no read of its
+// stream goes past the window's end (where a window that starts inside one 2 MiB chunk
+// ends in the next). A sweep left unfinished, or a marker of it evicted untouched, ends
+// that until sweeps are confirmed again.
 #pragma once
 
 #include <array>
@@ -76,6 +84,10 @@ class Readahead {
   // Strided pages read ahead per fault: the first after confirmation, and the most.
   static constexpr uint64_t kFirstStrideDepth = 4;
   static constexpr uint64_t kMaxStrideDepth = 64;
+  // The windows that sweeps are recognised in (2 MiB), and how many sweeps in a row, each
+  // reaching the last quarter of its window, confirm them.
+  static constexpr uint64_t kSweepPages = 512;
+  static constexpr uint32_t kSweepConfirm = 2;
 
   struct Decision {
     uint64_t window;  // pages to read from the faulting page on, at least 1
@@ -86,6 +98,11 @@ class Readahead {
     // ... ahead, then report them with on_stride_read.
     int64_t stride = 0;
     uint64_t stride_pages = 0;
+    // Reads for this fault end before this page (UINT64_MAX: no such end).
+    uint64_t limit = UINT64_MAX;
+    // A confirmed sweeper's fault: read every evicted page from it up to `limit` now, then
+    // report the reads with on_sweep_read.
+    bool sweep = false;
   };
 
   // A major fault of thread `tid` (0 when unknown) at `page`. Advice overrides the
@@ -97,9 +114,19 @@ class Readahead {
   // next fault of a thread that keeps to the stride comes after them.
   void on_stride_read(uint32_t tid, uint64_t pages);
 
-  // The thread touched a marker of its read-ahead: a prefetch hit. Grows its window and
-  // returns the pages to read next, from the marker's `next` on.
-  uint64_t on_marker_hit(uint32_t tid);
+  // What a sweep's fault started: reads up to `end`, the one carrying the sweep's marker
+  // from `marked` on (0: none could carry one).
+  void on_sweep_read(uint32_t tid, uint64_t marked, uint64_t end);
+  // A minor fault of the thread at `page`: it shows how far the thread's sweep has come.
+  void on_touch(uint32_t tid, uint64_t page);
+
+  // The thread touched its read-ahead marker at `page`: a prefetch hit. Grows its window
+  // and returns the pages to read next, from the marker's `next` on (for a confirmed
+  // sweeper, not past limit(tid)).
+  uint64_t on_marker_hit(uint32_t tid, uint64_t page);
+  // The page the thread's reads stop before: the end of its sweep's window for a
+  // confirmed sweeper, else UINT64_MAX.
+  uint64_t limit(uint32_t tid) const;
   // What that read (or none) covered: [first, first+pages).
   void on_async_read(uint32_t tid, uint64_t first, uint64_t pages);
   // A marker of the thread's read-ahead was evicted untouched: a miss; halves its window.
@@ -126,12 +153,26 @@ class Readahead {
     uint32_t stride_faults = 0;
     uint64_t stride_depth = 0;
     uint64_t stride_ahead = 0;
+    // The current sweep: the first page of its window, the end of the pages it is known
+    // to have reached, and the first page of the read that carries its marker (0: none),
+    // which a finished sweep reaches. How many sweeps in a row covered their window, at
+    // which alignment (first page modulo kSweepPages).
+    bool sweeping = false;
+    uint64_t sweep_first = 0;
+    uint64_t sweep_reach = 0;
+    uint64_t sweep_marked = 0;
+    uint32_t sweeps = 0;
+    uint64_t sweep_phase = 0;
   };
   Stream& stream(uint32_t tid);
   Stream* find(uint32_t tid);
   // Updates s's stride state for a fault at `page` that did not continue its sequential
   // reads.
   static void follow_stride(Stream& s, uint64_t page);
+  static bool confirmed(const Stream& s) { return s.sweeps >= kSweepConfirm; }
+  // Notes that the thread reached `page`; `jump`: by a fault that did not continue its
+  // reads, which starts a new sweep unless `page` is inside the current one.
+  static void follow_sweep(Stream& s, uint64_t page, bool jump);
 
   std::array<Stream, kStreams> streams_;
   uint64_t clock_ = 0;

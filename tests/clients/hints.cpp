@@ -10,6 +10,7 @@
 //   hints no-willneed --mib N     the same without the hint
 //   hints read-back --mib N --order ORDER [--stride S]
 //                                 N MiB evicted, then read back in ORDER: seq, random,
+//                                 windows (2 MiB windows in random order, each swept),
 //                                 blocks (every other 128-page block, in random
 //                                 order, then pressure that evicts them), stride (every S-th page)
 //                                 or backward; prints the major faults the read took, then waits to
@@ -220,6 +221,14 @@ int read_back(size_t mib, const std::string& order, size_t stride) {
     sequence.resize(pages);
     std::iota(sequence.begin(), sequence.end(), 0);
     std::shuffle(sequence.begin(), sequence.end(), std::mt19937_64(9));
+  } else if (order == "windows") {
+    constexpr size_t kWindow = 512;  // 2 MiB
+    std::vector<size_t> windows(pages / kWindow);
+    std::iota(windows.begin(), windows.end(), 0);
+    std::shuffle(windows.begin(), windows.end(), std::mt19937_64(13));
+    for (size_t w : windows) {
+      for (size_t p = w * kWindow; p < (w + 1) * kWindow; ++p) sequence.push_back(p);
+    }
   } else if (order == "blocks") {
     constexpr size_t kBlock = 128;
     std::vector<size_t> blocks;

@@ -221,9 +221,9 @@ TEST(ReadaheadTest, RandomAdviceReadsNoStride) {
 TEST(ReadaheadTest, AMarkerHitGrowsTheWindowAndItsReadContinuesTheStream) {
   Readahead r;
   walk(r, 1, 1000, 4);  // windows 1 2 4 8: the last read was [1007, 1015)
-  EXPECT_EQ(r.on_marker_hit(1), 16u);
+  EXPECT_EQ(r.on_marker_hit(1, 1008), 16u);
   r.on_async_read(1, 1015, 16);
-  EXPECT_EQ(r.on_marker_hit(1), 32u);
+  EXPECT_EQ(r.on_marker_hit(1, 1015), 32u);
   r.on_async_read(1, 1031, 32);
   // The thread outran its read-ahead: its fault where the reads ended is sequential.
   const Readahead::Decision d = r.on_fault(1, 1063);
@@ -248,9 +248,117 @@ TEST(ReadaheadTest, AMarkerEvictedUnusedHalvesTheWindow) {
   Readahead r;
   walk(r, 1, 1000, 6);  // the last window: 32
   r.on_marker_unused(1);
-  EXPECT_EQ(r.on_marker_hit(1), 32u);  // 16, doubled
-  r.on_marker_unused(2);               // no such stream: nothing
-  EXPECT_EQ(r.on_marker_hit(1), 64u);
+  EXPECT_EQ(r.on_marker_hit(1, 1032), 32u);  // 16, doubled
+  r.on_marker_unused(2);                     // no such stream: nothing
+  EXPECT_EQ(r.on_marker_hit(1, 1032), 64u);
+}
+
+// 2 MiB windows starting one page into a kSweepPages-aligned block, as an application's
+// windows may lie in the arena.
+constexpr uint64_t kW = Readahead::kSweepPages;
+uint64_t window_at(uint64_t n) {
+  return n * kW + 1;
+}
+
+// Thread `tid` jumps to `first` (a major fault) and sweeps on to `reach` (the page of
+// its last fault there, a minor one); returns the jump's decision.
+Readahead::Decision sweep(Readahead& r, uint32_t tid, uint64_t first, uint64_t reach) {
+  const Readahead::Decision d = r.on_fault(tid, first);
+  r.on_read(tid, first, d.window);
+  r.on_touch(tid, reach);
+  return d;
+}
+
+TEST(ReadaheadTest, SweptWindowsConfirmASweeperWhoseNextJumpReadsItsWindow) {
+  Readahead r;
+  for (uint64_t n : {10, 700}) {
+    const Readahead::Decision d = sweep(r, 1, window_at(n), window_at(n) + kW - 1);
+    EXPECT_FALSE(d.sweep) << n;  // before two sweeps confirm it
+    EXPECT_EQ(d.limit, UINT64_MAX) << n;
+  }
+  // Confirmed: the jump reads its window, even where its first pages were in memory and
+  // the fault lands further in.
+  Readahead::Decision d = r.on_fault(1, window_at(400) + 100);
+  EXPECT_TRUE(d.sweep);
+  EXPECT_EQ(d.limit, window_at(401));  // the window's end, one page into the next block
+  EXPECT_EQ(r.limit(1), window_at(401));
+  EXPECT_EQ(r.limit(2), UINT64_MAX);  // no such stream
+  // A fault that continues the window's reads reads no further than its end either.
+  r.on_sweep_read(1, window_at(400) + 300, window_at(401) - 1);
+  d = r.on_fault(1, window_at(401) - 1);
+  EXPECT_FALSE(d.sweep);
+  EXPECT_EQ(d.limit, window_at(401));
+}
+
+TEST(ReadaheadTest, AConfirmedSweepIsJudgedByItsMarker) {
+  Readahead r;
+  for (uint64_t n : {10, 700, 33}) sweep(r, 1, window_at(n), window_at(n) + kW - 1);
+  ASSERT_TRUE(r.on_fault(1, window_at(50)).sweep);
+  r.on_sweep_read(1, window_at(50) + 256, window_at(51));
+  r.on_marker_hit(1, window_at(50) + 256);  // the thread reached the marked read
+  ASSERT_TRUE(r.on_fault(1, window_at(90)).sweep);
+  r.on_sweep_read(1, window_at(90) + 256, window_at(91));
+  r.on_touch(1, window_at(90) + 200);  // and jumps before it reaches the marked read
+  const Readahead::Decision d = r.on_fault(1, window_at(300));
+  EXPECT_FALSE(d.sweep);
+  EXPECT_EQ(d.limit, UINT64_MAX);
+}
+
+TEST(ReadaheadTest, AConfirmedSweepWithoutAMarkerKeepsTheSweeper) {
+  Readahead r;
+  for (uint64_t n : {10, 700, 33}) sweep(r, 1, window_at(n), window_at(n) + kW - 1);
+  ASSERT_TRUE(r.on_fault(1, window_at(50)).sweep);
+  // The rest of that window was in memory (and mapped): nothing shows how far the
+  // thread went.
+  EXPECT_TRUE(r.on_fault(1, window_at(90)).sweep);
+}
+
+TEST(ReadaheadTest, SweepsAtDifferentAlignmentsDoNotConfirm) {
+  Readahead r;
+  for (uint64_t first : {10 * kW + 1, 700 * kW + 90, 33 * kW + 200, 60 * kW + 17}) {
+    EXPECT_FALSE(sweep(r, 1, first, first + kW - 1).sweep) << first;
+  }
+}
+
+TEST(ReadaheadTest, ShortSweepsAndRandomFaultsDoNotConfirm) {
+  Readahead r;
+  for (uint64_t n : {10, 700, 33, 60}) {
+    EXPECT_FALSE(sweep(r, 1, window_at(n), window_at(n) + kW / 2).sweep) << n;
+  }
+  for (uint64_t page : {5000, 90000, 1234, 777777, 4242}) {
+    EXPECT_FALSE(r.on_fault(2, page).sweep) << page;
+  }
+  EXPECT_EQ(r.limit(1), UINT64_MAX);
+  EXPECT_EQ(r.limit(2), UINT64_MAX);
+}
+
+TEST(ReadaheadTest, ASequentialReaderIsNoSweeperAndHasNoLimit) {
+  Readahead r;
+  // Its windows, then marker hits, run on across many kSweepPages blocks.
+  uint64_t page = 1000;
+  for (int i = 0; i < 8; ++i) {
+    const Readahead::Decision d = r.on_fault(1, page);
+    EXPECT_FALSE(d.sweep);
+    EXPECT_EQ(d.limit, UINT64_MAX);
+    r.on_read(1, page, d.window);
+    page += d.window;
+  }
+  for (int i = 0; i < 40; ++i) {
+    const uint64_t window = r.on_marker_hit(1, page);
+    r.on_async_read(1, page, window);
+    page += window;
+    EXPECT_EQ(r.limit(1), UINT64_MAX) << page;
+  }
+  EXPECT_FALSE(r.on_fault(1, page).sweep);
+}
+
+TEST(ReadaheadTest, AMarkerEvictedUnusedEndsTheSweeper) {
+  Readahead r;
+  for (uint64_t n : {10, 700, 33}) sweep(r, 1, window_at(n), window_at(n) + kW - 1);
+  ASSERT_TRUE(r.on_fault(1, window_at(50)).sweep);
+  r.on_marker_unused(1);
+  EXPECT_EQ(r.limit(1), UINT64_MAX);
+  EXPECT_FALSE(r.on_fault(1, window_at(90)).sweep);
 }
 
 TEST(ReadaheadMarkersTest, TakeRemovesAndForgetClearsARange) {
