@@ -698,6 +698,27 @@ Result<kernel::Outcome> continue_around(Client& client, const Segment& segment, 
   return mapped > 0 ? kernel::Outcome::kDone : first_outcome;
 }
 
+// The application freed [start, end) (MADV_REMOVE/DONTNEED through the shim): the pages
+// are being punched and read as zero from now on. Swap slots of evicted pages are freed;
+// pages being evicted keep their slot until the eviction notices.
+void forget_pages(Client& client, uint64_t first, uint64_t count, SwapDevice* swap) {
+  // Reads in flight must not map what they read for these pages.
+  if (!client.reading.empty()) {
+    std::erase_if(client.reading, [&](const auto& marked) { return marked.first - first < count; });
+  }
+  if (!client.markers.empty()) {
+    client.counters().prefetch_markers_unused += client.markers.forget(first, count);
+  }
+  client.pages.for_each_nonempty(first, count, [&](uint64_t page, PageState state) {
+    if (is_resident(state)) client.policy->on_gone(page);
+    if (state == PageState::kEvicted || state == PageState::kResidentClean) {
+      drop_slot(client, page, swap);
+    }
+    if (state != PageState::kEmpty) client.counters().released_pages++;
+  });
+  client.pages.clear_range(first, count);
+}
+
 // Resolves a fault, except one on an evicted page, which is added to `majors` to be read
 // with the others of its group.
 void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uffd_msg& msg,
@@ -762,7 +783,19 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
         }
         resolved = client.uffd().write_protect(addr, kPageSize, false, false);
       } else {
+        // A missing page: the memfd had none here when the thread faulted. Mostly a fill of
+        // ours raced with the fault, and mapping finds the page.
         client.counters().spurious_faults++;
+        resolved =
+            client.uffd().continue_range(addr, kPageSize, clean ? kernel::kContinueModeWp : 0);
+        if (!resolved && resolved.error().code() == EFAULT) {
+          // Still none: the application removed it. MADV_REMOVE reports the removal before
+          // it punches, and a fill in between (a first-touch window, a fault-around) made the
+          // page resident again; the punch then took it. Removed memory reads as zeros.
+          forget_pages(client, page, 1, pager.swap);
+          fill_first_touch(lock, client, addr, page, msg.arg.pagefault.feat.ptid, pager);
+          break;
+        }
       }
       if (!resolved) {
         spdlog::warn("client {}: {}", client.identity().pid, resolved.error().message());
@@ -774,27 +807,6 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
     }
   }
   client.counters().fault_latency.record(Clock::now() - started);
-}
-
-// The application freed [start, end) (MADV_REMOVE/DONTNEED through the shim): the pages
-// are being punched and read as zero from now on. Swap slots of evicted pages are freed;
-// pages being evicted keep their slot until the eviction notices.
-void forget_pages(Client& client, uint64_t first, uint64_t count, SwapDevice* swap) {
-  // Reads in flight must not map what they read for these pages.
-  if (!client.reading.empty()) {
-    std::erase_if(client.reading, [&](const auto& marked) { return marked.first - first < count; });
-  }
-  if (!client.markers.empty()) {
-    client.counters().prefetch_markers_unused += client.markers.forget(first, count);
-  }
-  client.pages.for_each_nonempty(first, count, [&](uint64_t page, PageState state) {
-    if (is_resident(state)) client.policy->on_gone(page);
-    if (state == PageState::kEvicted || state == PageState::kResidentClean) {
-      drop_slot(client, page, swap);
-    }
-    if (state != PageState::kEmpty) client.counters().released_pages++;
-  });
-  client.pages.clear_range(first, count);
 }
 
 void on_remove(Client& client, uintptr_t start, uintptr_t end, Pager& pager) {

@@ -73,7 +73,8 @@ constexpr char kUsage[] =
     "      print whether 4 KiB, 64 KiB, 128 KiB and 1 MiB malloc and mmap blocks are managed\n"
     "  behind-the-shim\n"
     "      munmap and mremap parts of a managed block with raw system calls (as a program\n"
-    "      that bypasses libc would), then check the moved and remaining pages\n"
+    "      that bypasses libc would), punch part of it out of the arena file, then check\n"
+    "      the moved, punched and remaining pages\n"
     "\n"
     "--require-managed fails unless the large blocks lie in the \"/memfd:extmem-arena\"\n"
     "mapping. Exit status: 0 on success, 1 on a failed check, 2 on a usage error.\n";
@@ -1147,7 +1148,34 @@ int RunAllocSizes(Options& options) {
   return 0;
 }
 
-// The daemon learns of these only through userfaultfd UNMAP/REMAP events.
+// Punches [p, p+len) out of the file mapped there (the shim's arena memfd) with
+// fallocate on a descriptor of its own, as a program that found the file would: no
+// userfaultfd event tells the daemon.
+void PunchTheFileUnder(char* p, size_t len) {
+  FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (maps == nullptr) die_errno("/proc/self/maps");
+  char line[512];
+  unsigned long start = 0, end = 0, offset = 0, inode = 0;
+  bool found = false;
+  while (!found && std::fgets(line, sizeof(line), maps) != nullptr) {
+    found = std::sscanf(line, "%lx-%lx %*s %lx %*s %lu", &start, &end, &offset, &inode) == 4 &&
+            reinterpret_cast<uintptr_t>(p) >= start && reinterpret_cast<uintptr_t>(p) < end;
+  }
+  std::fclose(maps);
+  if (!found) die("no mapping at %p", static_cast<void*>(p));
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/self/map_files/%lx-%lx", start, end);
+  const int fd = open(path, O_RDWR);
+  if (fd < 0) die_errno(path);
+  const off_t at = static_cast<off_t>(offset + (reinterpret_cast<uintptr_t>(p) - start));
+  if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, static_cast<off_t>(len)) != 0) {
+    die_errno("fallocate(PUNCH_HOLE)");
+  }
+  close(fd);
+}
+
+// The daemon learns of these only through userfaultfd UNMAP/REMAP events, and of a punch
+// of the arena file only when the punched pages fault.
 int RunBehindTheShim(Options& options) {
   options.Finish();
   const size_t len = 16 * kMiB;
@@ -1167,8 +1195,18 @@ int RunBehindTheShim(Options& options) {
       syscall(SYS_mremap, moved_from, 4 * kMiB, 4 * kMiB, MREMAP_MAYMOVE | MREMAP_FIXED, target));
   if (moved != target) die_errno("mremap(2)");
 
+  // Punch 1 MiB of touched pages out of the arena file: they read as zeros (what a punch
+  // gives any mapping of the file), and the daemon, which still holds them resident, must
+  // not leave their faults looping.
+  if (is_managed(block)) PunchTheFileUnder(block + 4 * kMiB, kMiB);
+
   uint64_t bad = Verify(block, 0, 2 * kMiB, pattern, {"head", -1});
-  bad += Verify(block + 3 * kMiB, 3 * kMiB, 3 * kMiB, pattern, {"before the moved part", -1});
+  bad += Verify(block + 3 * kMiB, 3 * kMiB, kMiB, pattern, {"before the punched part", -1});
+  if (is_managed(block)) {
+    bad += CheckFreshMapping(block + 4 * kMiB, 4 * kMiB, kMiB, {"punched", -1});
+    Fill(block + 4 * kMiB, 4 * kMiB, kMiB, pattern);
+  }
+  bad += Verify(block + 4 * kMiB, 4 * kMiB, 2 * kMiB, pattern, {"before the moved part", -1});
   bad += Verify(target, 6 * kMiB, 2 * kMiB, pattern, {"moved, touched", -1});
   bad += CheckFreshMapping(target + 2 * kMiB, 0, 2 * kMiB, {"moved, untouched", -1});
   bad += CheckFreshMapping(block + 10 * kMiB, 0, 6 * kMiB, {"tail, untouched", -1});
@@ -1176,7 +1214,7 @@ int RunBehindTheShim(Options& options) {
   Fill(target + 2 * kMiB, 8 * kMiB, 2 * kMiB, pattern);
   bad += Verify(target + 2 * kMiB, 8 * kMiB, 2 * kMiB, pattern, {"moved, rewritten", -1});
   if (bad > 0) die("%llu bytes differ", static_cast<unsigned long long>(bad));
-  std::printf("behind-the-shim ok: block %s, unmapped 1 MiB, moved 4 MiB\n",
+  std::printf("behind-the-shim ok: block %s, unmapped 1 MiB, moved 4 MiB, punched 1 MiB\n",
               is_managed(block) ? "managed" : "unmanaged");
   return 0;
 }
