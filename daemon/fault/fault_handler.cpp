@@ -788,7 +788,7 @@ void on_page_fault(std::unique_lock<std::mutex>& lock, Client& client, const uff
         client.counters().spurious_faults++;
         resolved =
             client.uffd().continue_range(addr, kPageSize, clean ? kernel::kContinueModeWp : 0);
-        if (!resolved && resolved.error().code() == EFAULT) {
+        if (resolved && *resolved == kernel::Outcome::kNoPage) {
           // Still none: the application removed it. MADV_REMOVE reports the removal before
           // it punches, and a fill in between (a first-touch window, a fault-around) made the
           // page resident again; the punch then took it. Removed memory reads as zeros.

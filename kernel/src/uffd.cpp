@@ -41,6 +41,8 @@ const char* outcome_name(Outcome outcome) noexcept {
       return "retry";
     case Outcome::kTargetGone:
       return "target gone";
+    case Outcome::kNoPage:
+      return "no page";
   }
   return "?";
 }
@@ -156,7 +158,11 @@ Result<Outcome> Userfaultfd::continue_range(uintptr_t start, size_t len, uint64_
   uffdio_continue arg = {};
   arg.range = {start, len};
   arg.mode = mode;
-  return resolve_ioctl(fd(), UFFDIO_CONTINUE, &arg, "UFFDIO_CONTINUE", start);
+  if (ioctl(fd(), UFFDIO_CONTINUE, &arg) == 0) return Outcome::kDone;
+  if (errno == EFAULT) return Outcome::kNoPage;
+  Outcome outcome;
+  if (triage_errno(errno, &outcome)) return outcome;
+  return Error::from_errno("UFFDIO_CONTINUE at %#lx", static_cast<unsigned long>(start));
 }
 
 Result<FillResult> Userfaultfd::continue_pages(uintptr_t start, size_t len,

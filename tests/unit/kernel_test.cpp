@@ -138,6 +138,7 @@ TEST(TriageErrnoTest, OutcomeNames) {
   EXPECT_STREQ(outcome_name(Outcome::kDone), "done");
   EXPECT_STREQ(outcome_name(Outcome::kAlreadyPresent), "already present");
   EXPECT_STREQ(outcome_name(Outcome::kRetry), "retry");
+  EXPECT_STREQ(outcome_name(Outcome::kNoPage), "no page");
   EXPECT_STREQ(outcome_name(Outcome::kTargetGone), "target gone");
 }
 

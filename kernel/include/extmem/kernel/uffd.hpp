@@ -26,6 +26,7 @@ enum class Outcome {
   kAlreadyPresent,  // EEXIST: the page is already there (another thread or event won)
   kRetry,           // EAGAIN: the address space changed under us (mremap/munmap in flight)
   kTargetGone,      // ESRCH/ENOENT: the process or the mapping is gone
+  kNoPage,          // UFFDIO_CONTINUE's EFAULT: the file has no page there (punched)
 };
 
 // How far a UFFDIO_COPY of several pages got: the kernel copies page by page and stops
@@ -64,7 +65,8 @@ class Userfaultfd {
   Result<Outcome> copy(uintptr_t dst, const void* src, size_t len, uint64_t mode) noexcept;
   // UFFDIO_COPY of several pages, reporting how many were filled when not all were.
   Result<FillResult> copy_pages(uintptr_t dst, const void* src, size_t len, uint64_t mode) noexcept;
-  // UFFDIO_CONTINUE: maps pages already in the page cache.
+  // UFFDIO_CONTINUE: maps pages already in the page cache; kNoPage when the file has
+  // none at the first page (the application punched it after it was filled).
   Result<Outcome> continue_range(uintptr_t start, size_t len, uint64_t mode) noexcept;
   // UFFDIO_CONTINUE of several pages, reporting how many were mapped when not all were
   // (the first page already mapped stops it).
