@@ -114,6 +114,8 @@ memcg_create() {  # name bytes
   IN_MEMCG=(sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$CG")
 }
 memcg_stat() { awk -v k="$1" '$1 == k { print $2 }' "$CG/memory.stat"; }  # counter
+# A machine-wide counter of /proc/vmstat (pswpin, pswpout: pages).
+vmstat_count() { awk -v k="$1" '$1 == k { print $2 }' /proc/vmstat; }
 # Removes CG (whatever is left in it, nothing normally, goes back to the root group) and
 # unmounts the hierarchy if memcg_create mounted it.
 memcg_remove() {

@@ -102,7 +102,6 @@ checksum() { sed -n 's/^checksum: //p' "$1"; }
 counter() {
   grep 'disconnected: pid=' "$2" | tail -1 | grep -oE "[( ]$1=[0-9.]+( [KMGTP]iB| B)?" | cut -d= -f2
 }
-vmstat() { awk -v k="$1" '$1 == k { print $2 }' /proc/vmstat; }
 declare -A MEDIAN SUM MAJOR READ WRITTEN FAILED FAILURE
 
 # Runs "$@" (output in LOG) with the run timeout. A failed run gets FAILED[NAME] (HUNG when
@@ -157,11 +156,11 @@ if want kernel; then
   log "kernel swap"
   memcg_create extmem-pagerank "$LIMIT_B"
   kswap_on "$WORKDIR/kernel.swap" "$SWAP_B"
-  IN0=$(vmstat pswpin) OUT0=$(vmstat pswpout)
+  IN0=$(vmstat_count pswpin) OUT0=$(vmstat_count pswpout)
   run_limited kernel "$RESULTS/kernel.log" " (the memcg may OOM-kill)" \
     "${IN_MEMCG[@]}" "$PAGERANK" "${ARGS[@]}"
-  READ[kernel]="$(((($(vmstat pswpin) - IN0) * 4096) >> 20)) MiB"
-  WRITTEN[kernel]="$(((($(vmstat pswpout) - OUT0) * 4096) >> 20)) MiB"
+  READ[kernel]="$(((($(vmstat_count pswpin) - IN0) * 4096) >> 20)) MiB"
+  WRITTEN[kernel]="$(((($(vmstat_count pswpout) - OUT0) * 4096) >> 20)) MiB"
   kswap_off
   MAJOR[kernel]=$(memcg_stat pgmajfault)
   memcg_remove

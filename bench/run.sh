@@ -12,6 +12,10 @@
 #           sequential read+write (50/50), 4 KiB random read IOPS at QD = threads
 # plus a working set within the limit with and without the shim, first touch (populate)
 # of each, the daemon's memory per managed page, and PageRank (extmem-pagerank, if built).
+# Swap I/O rates during the measurement: extmem's from its client's counters, kernel
+# swap's from /proc/vmstat pswpin/pswpout (machine-wide; the bench swapfile is the only
+# swap area on); both against fio's, and for uniform random read (and hot set rmw, read
+# side) the ratio to kernel swap that the device allows: fio IOPS / kernel swap-ins/s.
 # Prints the issue's target table (measured ratio, pass/miss), writes it with the machine
 # and the commands into docs/PERFORMANCE.md between the RESULTS markers, and plots PNGs.
 #
@@ -231,9 +235,11 @@ bench_args() {  # pattern op size
     --report-interval "$REPORT_MS" --verify
 }
 
-# One line "ns bytes_read bytes_written resident swapped daemon_rss_KiB" for client $1,
-# from the control plane and /proc (empty without a control plane).
-snapshot() {
+# The counters a run's swap I/O rates come from, one line "ns bytes_read bytes_written ..."
+# (io_rates takes the difference of two). snapshot_client: "... resident swapped
+# daemon_rss_KiB" for client $1, from the control plane and /proc (empty without a
+# control plane). snapshot_vmstat: the machine's pswpin/pswpout in bytes (kernel swap).
+snapshot_client() {
   [[ -n $CTL && -n $1 ]] || return 0
   local json t rss
   t=$(date +%s%N)
@@ -242,15 +248,28 @@ snapshot() {
   j() { grep -oE "\"$1\": ?\"?[0-9]+" <<< "$json" | head -1 | grep -oE '[0-9]+$'; }
   echo "$t $(j bytes_read) $(j bytes_written) $(j resident_bytes) $(j swapped_bytes) ${rss:-0}"
 }
+snapshot_vmstat() {
+  echo "$(date +%s%N) $(($(vmstat_count pswpin) * 4096)) $(($(vmstat_count pswpout) * 4096))"
+}
+# "read,written" MiB/s between the snapshots SNAP_FIRST and SNAP_LAST, else ",".
+io_rates() {
+  if [[ -n $SNAP_LAST && $SNAP_LAST != "$SNAP_FIRST" ]]; then
+    awk -v a="$SNAP_FIRST" -v b="$SNAP_LAST" 'BEGIN { split(a, x, " "); split(b, y, " ");
+      s = (y[1] - x[1]) / 1e9; printf "%.1f,%.1f", (y[2] - x[2]) / s / 2^20, (y[3] - x[3]) / s / 2^20 }'
+  else
+    echo ","
+  fi
+}
 
-# Runs one benchmark command ("$@") in the background, with its output in $out. With the
-# daemon up, takes a snapshot of the client's counters at each interval line but the
-# last (SNAP_FIRST, SNAP_LAST: the swap I/O rates come from the difference; the last
-# line is followed by --verify's own reads) and sends SIGUSR1 to extmemd when the
-# measurement ends, so the daemon logs its stats then. Sets RUN_RC and RUN_SECS.
-run_one() {
-  local out=$1; shift
-  local signalled=0 t0=$SECONDS seen=0 n pid=
+# Runs one benchmark command ("$@") in the background, with its output in $out. With a
+# snapshot function (snapshot_client, snapshot_vmstat; "" for none), takes a snapshot of
+# the counters at each interval line but the last (SNAP_FIRST, SNAP_LAST: the swap I/O
+# rates come from the difference; the last line is followed by --verify's own reads).
+# With the daemon up, sends SIGUSR1 to extmemd when the measurement ends, so the daemon
+# logs its stats then. Sets RUN_RC and RUN_SECS.
+run_one() {  # out snapshot command...
+  local out=$1 snap=$2; shift 2
+  local ended=0 t0=$SECONDS seen=0 n pid=
   SNAP_FIRST="" SNAP_LAST=""
   # Its own process group (setsid), so that cleanup can stop timeout and the benchmark.
   setsid "$@" > "$out" 2>&1 &
@@ -258,16 +277,16 @@ run_one() {
   RUN_RC=0
   {  # stderr off: bash's own "Killed" notice for the job (the status is reported below)
     while kill -0 "$BENCH_PID"; do
-      if ((!signalled)) && [[ -n $DAEMON_PID ]]; then
+      if ((!ended)) && [[ -n $DAEMON_PID$snap ]]; then
         if grep -q '^RESULT' "$out"; then
-          kill -USR1 "$DAEMON_PID" || true
-          signalled=1
-        else
+          [[ -z $DAEMON_PID ]] || kill -USR1 "$DAEMON_PID" || true
+          ended=1
+        elif [[ -n $snap ]]; then
           n=$(grep -c '^T ' "$out" || true)
           if ((n > seen && n < TICKS)); then
             seen=$n
             [[ -n $pid ]] || pid=$(sed -n 's/^BENCH pid=\([0-9]*\).*/\1/p' "$out")
-            SNAP_LAST=$(snapshot "$pid")
+            SNAP_LAST=$("$snap" "$pid")
             [[ -n $SNAP_FIRST ]] || SNAP_FIRST=$SNAP_LAST
           fi
         fi
@@ -288,7 +307,7 @@ run_timeout() {  # size: populate and verify at 1 MiB/s or better each, else it 
 # majfaults..daemon_rss_KiB) and OOM (1 when the OOM killer fired).
 attempt_ram() {
   # shellcheck disable=SC2046
-  run_one "$1" timeout -k 10 "$(run_timeout "$size")" "$BENCH" $(bench_args "$pattern" "$op" "$size")
+  run_one "$1" "" timeout -k 10 "$(run_timeout "$size")" "$BENCH" $(bench_args "$pattern" "$op" "$size")
   EXTRA=",,,,,,,,," OOM=0
 }
 
@@ -299,9 +318,9 @@ log_size_bytes() {
 }
 
 attempt_extmem() {
-  local out=$1 pid line rates="," managed="" meta="" rss=""
+  local out=$1 pid line rates managed="" meta="" rss=""
   # shellcheck disable=SC2046
-  run_one "$out" timeout -k 10 "$(run_timeout "$size")" env LD_PRELOAD="$SHIM" \
+  run_one "$out" snapshot_client timeout -k 10 "$(run_timeout "$size")" env LD_PRELOAD="$SHIM" \
     EXTMEM_SOCKET="$WORKDIR/sock" EXTMEM_DRAM="$LIMIT_B" EXTMEM_POLICY="$POLICY" \
     EXTMEM_REQUIRED=1 "$BENCH" $(bench_args "$pattern" "$op" "$size")
   EXTRA=",,,,,,,,," OOM=0
@@ -315,10 +334,7 @@ attempt_extmem() {
   if [[ $line =~ metadata=([0-9.]+)\ ([KMGT]?i?B) ]]; then
     meta=$(log_size_bytes "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}")
   fi
-  if [[ -n $SNAP_LAST && $SNAP_LAST != "$SNAP_FIRST" ]]; then
-    rates=$(awk -v a="$SNAP_FIRST" -v b="$SNAP_LAST" 'BEGIN { split(a, x, " "); split(b, y, " ");
-      s = (y[1] - x[1]) / 1e9; printf "%.1f,%.1f", (y[2] - x[2]) / s / 2^20, (y[3] - x[3]) / s / 2^20 }')
-  fi
+  rates=$(io_rates)
   if [[ -n $SNAP_LAST ]]; then
     read -r _ _ _ res swp rss <<< "$SNAP_LAST"
     managed=$((res + swp))
@@ -326,16 +342,21 @@ attempt_extmem() {
   EXTRA="$(f major),$(f evictions),$(f 'p50<'),$(f 'p99<'),fault=$(f fault)/io=$(f io)/over_limit=$(f over_limit),$rates,$managed,$meta,$rss"
 }
 
+# Kernel swap's read/written rates are the machine's pswpin/pswpout during the measurement:
+# machine-wide, but the bench swapfile is the only swap area on during the harness.
 attempt_kernel() {
   local out=$1 maj0 maj1 oom0 oom1
   maj0=$(memcg_stat pgmajfault)
   oom0=$(awk '$1 == "oom_kill" { print $2 }' "$CG/memory.oom_control")
   # shellcheck disable=SC2046
-  run_one "$out" "${IN_MEMCG[@]}" timeout -k 10 "$(run_timeout "$size")" "$BENCH" $(bench_args "$pattern" "$op" "$size")
+  run_one "$out" snapshot_vmstat "${IN_MEMCG[@]}" timeout -k 10 "$(run_timeout "$size")" "$BENCH" $(bench_args "$pattern" "$op" "$size")
   maj1=$(memcg_stat pgmajfault)
   oom1=$(awk '$1 == "oom_kill" { print $2 }' "$CG/memory.oom_control")
   OOM=$(( ${oom1:-0} > ${oom0:-0} ))
-  EXTRA="$((maj1 - maj0)),,,,,,,,,"
+  if grep -v '^Filename' /proc/swaps | grep -qvF "$KSWAP_FILE"; then
+    log "  warning: another swap area is on: its swapping counts in kernel swap's read/written rates"
+  fi
+  EXTRA="$((maj1 - maj0)),,,,,$(io_rates),,,"
 }
 
 # Measures config $1 on pattern $2, op $3, working set $4 bytes, under the name $5 (the
@@ -519,21 +540,31 @@ row() {  # label kernel-cell kernel-verdict device-cell device-verdict
 }
 
 vs_kernel seq read 2.0; SEQR_K=$CELL SEQR_KV=$VERDICT
-# Device ratios in percent: extmem's swap I/O rate during the measurement / fio's.
+# Device ratios in percent: a system's swap I/O rate during the measurement / fio's
+# (extmem's from its client's counters, kernel swap's from pswpin/pswpout).
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.0f", 100 * a / b }'; }
+kernel_pct() { local p; p=$(pct "$1" "$2"); [[ -z $p ]] || echo "; kernel swap $p%"; }  # rate fio
+read_plus_written() { awk -v r="$(ok_field RD "$1")" -v w="$(ok_field WR "$1")" 'BEGIN { if (r != "" && w != "") print r + w }'; }
+swapins_per_sec() { awk -v r="$(ok_field RD "$1")" 'BEGIN { if (r != "") printf "%.0f", r * 256 }'; }  # 4 KiB pages
+# The most the device lets extmem reach against kernel swap at the same miss ratio
+# (derived): fio's 4 KiB random read IOPS at QD = threads over kernel swap's swap-ins/s.
+device_allows() {  # pattern/op [qualifier]
+  local b; b=$(div "$FIO_RANDREAD" "$(swapins_per_sec "kernel/$1")")
+  [[ -z $b ]] || echo "; device allows ≤ ${b}x${2:-} (derived: fio IOPS / kernel swap-ins/s)"
+}
 judge "$(pct "$(ok_field RD extmem/seq/read)" "$FIO_SEQREAD")" "%" ">=" 90 "$(why_missing extmem/seq/read)"
-SEQR_D=$CELL SEQR_DV=$VERDICT
+SEQR_D=$CELL SEQR_DV=$VERDICT SEQR_DK=$(kernel_pct "$(ok_field RD kernel/seq/read)" "$FIO_SEQREAD")
 vs_kernel seq rmw 1.4; SEQW_K=$CELL SEQW_KV=$VERDICT
-SEQW_IO=$(awk -v r="$(ok_field RD extmem/seq/rmw)" -v w="$(ok_field WR extmem/seq/rmw)" 'BEGIN { if (r != "" && w != "") print r + w }')
-judge "$(pct "$SEQW_IO" "$FIO_SEQRW")" "%" ">=" 90 "$(why_missing extmem/seq/rmw)"
-SEQW_D=$CELL SEQW_DV=$VERDICT
+judge "$(pct "$(read_plus_written extmem/seq/rmw)" "$FIO_SEQRW")" "%" ">=" 90 "$(why_missing extmem/seq/rmw)"
+SEQW_D=$CELL SEQW_DV=$VERDICT SEQW_DK=$(kernel_pct "$(read_plus_written kernel/seq/rmw)" "$FIO_SEQRW")
 vs_kernel window read 2.0; WINR_K=$CELL WINR_KV=$VERDICT
 vs_kernel window rmw 2.0; WINW_K=$CELL WINW_KV=$VERDICT
-vs_kernel random read 1.2; RNDR_K=$CELL RNDR_KV=$VERDICT
-RNDR_IOPS=$(awk -v r="$(ok_field RD extmem/random/read)" 'BEGIN { if (r != "") printf "%.0f", r * 256 }')
+vs_kernel random read 1.2; RNDR_K=$CELL$(device_allows random/read) RNDR_KV=$VERDICT
+RNDR_IOPS=$(swapins_per_sec extmem/random/read) RNDR_KIOPS=$(swapins_per_sec kernel/random/read)
 judge "$(pct "$RNDR_IOPS" "$FIO_RANDREAD")" "%" ">=" 80 "$(why_missing extmem/random/read)"
-RNDR_D=$CELL RNDR_DV=$VERDICT
-vs_kernel hotset rmw 1.3; HOTW_K=$CELL HOTW_KV=$VERDICT
+RNDR_D=$CELL RNDR_DV=$VERDICT RNDR_DK=$(kernel_pct "$RNDR_KIOPS" "$FIO_RANDREAD")
+[[ -z $RNDR_IOPS$RNDR_KIOPS ]] || RNDR_DK+=" (swap-ins/s: extmem ${RNDR_IOPS:-—}, kernel swap ${RNDR_KIOPS:-—})"
+vs_kernel hotset rmw 1.3; HOTW_K=$CELL$(device_allows hotset/rmw ", read side") HOTW_KV=$VERDICT
 judge "$(div "$(ok_pps "extmem/fit/$FIT_OP")" "$(ok_pps "ram/fit/$FIT_OP")" "%.3f")" x ">=" 0.97 "$(why_missing "extmem/fit/$FIT_OP" "ram/fit/$FIT_OP")"
 FIT=$CELL FIT_V=$VERDICT
 # First touch beyond the limit: the median populate rate over the pattern runs.
@@ -569,15 +600,19 @@ fi
 TARGETS=$(
   echo "| pattern | extmem vs kernel swap | | extmem vs the device | |"
   echo "|---|---|---|---|---|"
-  row "sequential read" "$SEQR_K" "$SEQR_KV" "swap reads at $SEQR_D of fio 1 MiB sequential read" "$SEQR_DV"
-  row "sequential read-modify-write" "$SEQW_K" "$SEQW_KV" "swap reads+writes at $SEQW_D of fio 1 MiB sequential read+write" "$SEQW_DV"
+  row "sequential read" "$SEQR_K" "$SEQR_KV" "swap reads at $SEQR_D of fio 1 MiB sequential read$SEQR_DK" "$SEQR_DV"
+  row "sequential read-modify-write" "$SEQW_K" "$SEQW_KV" "swap reads+writes at $SEQW_D of fio 1 MiB sequential read+write$SEQW_DK" "$SEQW_DV"
   row "random 2 MiB windows, read" "$WINR_K" "$WINR_KV" "" ""
   row "random 2 MiB windows, read-modify-write" "$WINW_K" "$WINW_KV" "" ""
-  row "uniform random 4 KiB read" "$RNDR_K" "$RNDR_KV" "swap-in IOPS at $RNDR_D of fio 4 KiB random read QD$THREADS" "$RNDR_DV"
+  row "uniform random 4 KiB read" "$RNDR_K" "$RNDR_KV" "swap-in IOPS at $RNDR_D of fio 4 KiB random read QD$THREADS$RNDR_DK" "$RNDR_DV"
   row "hot set 90/10, read-modify-write" "$HOTW_K" "$HOTW_KV" "" ""
   row "working set within the limit ($FIT_SIZE, $FIT_PATTERN $FIT_OP)" "vs no shim: $FIT" "$FIT_V" "" ""
   row "first touch of fresh memory" "populate rate, $SIZE under $LIMIT: $FT" "$FT_V" "all fits ($FIT_SIZE): $FTF" "$FTF_V"
   row "daemon memory" "metadata $MEM_CELL" "$MEM_V" "$RSS_CELL" "$RSS_V"
+  if want kernel; then
+    echo
+    echo "kernel swap's swap I/O: the machine's pswpin/pswpout during the measurement (machine-wide; the bench swapfile is the only swap area on during the harness)."
+  fi
 )
 
 cell() {  # pages/s or the failure
@@ -740,7 +775,7 @@ $NOTES
     "$PR_TABLE" \
     "" \
     "$PLOT_MD" \
-    "<details><summary>Per-run details (extmem counters at the end of the measurement; kernel major faults over the whole run)</summary>" \
+    "<details><summary>Per-run details (extmem counters at the end of the measurement; kernel major faults over the whole run; swap read/written during the measurement: extmem's client counters, kernel swap's pswpin/pswpout)</summary>" \
     "" \
     "$DETAILS" \
     "" \

@@ -2,7 +2,8 @@
 # bench.smoke: bench/run.sh end to end at tiny sizes (~60-90 s), then what a user of the
 # harness relies on: a target-table row per pattern carrying a verdict (or the failed
 # reference run that prevented one), every extmem run passing --verify, no DATA-ERROR
-# anywhere, a PageRank line, and the PNG plots (PageRank's when it ran). Never a speed.
+# anywhere, kernel swap's swap I/O figures, a PageRank line, and the PNG plots
+# (PageRank's when it ran). Never a speed.
 # usage: smoke.sh REPO BUILD_DIR   (root; exit 77 = skipped)
 set -uo pipefail
 repo=$1 build=$2
@@ -36,6 +37,15 @@ grep -qE '^pagerank: not built|^\| (clock|frontier|kernel) \| [0-9]' "$table" ||
 bad=$(awk -F, '$1 == "extmem" { last[$2 "/" $3 "/" $4] = $6 } END { for (k in last) if (last[k] != "ok") print k ": " last[k] }' "$runs")
 [[ -z $bad ]] || fail "extmem runs failed: $bad"
 (($(awk -F, '$1 == "extmem"' "$runs" | wc -l) >= 9)) || fail "fewer than 9 extmem runs in runs.csv"
+# Every passed kernel swap run has its swap read/written MiB/s (pswpin/pswpout during the
+# measurement), and the random read row its device-allowed ratio when both figures exist.
+bad=$(awk -F, '$1 == "kernel" && $6 == "ok" && ($16 !~ /^[0-9]+[.][0-9]$/ || $17 !~ /^[0-9]+[.][0-9]$/) { print $2 "/" $3 ": \"" $16 "\" \"" $17 "\"" }' "$runs")
+[[ -z $bad ]] || fail "kernel runs without swap read/written MiB/s: $bad"
+kernel_rnd=$(awk -F, '$1 == "kernel" && $2 == "random" && $3 == "read" && $6 == "ok" && $16 > 0' "$runs")
+if [[ -n $kernel_rnd ]] && grep -q 'random read QD[0-9]* \*\*[0-9]' "$out/output"; then
+  grep -F "| uniform random 4 KiB read " "$table" | grep -qE 'device allows ≤ [0-9.]+x.*kernel swap [0-9]+%' ||
+    fail "the random read row lacks kernel swap's device figures: $(grep -F "| uniform random 4 KiB read " "$table")"
+fi
 
 pngs="bench-throughput.png bench-over-time.png"
 ! grep -qE '^\| (clock|frontier|kernel) \| [0-9]' "$table" || pngs+=" bench-pagerank.png"
