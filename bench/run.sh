@@ -543,7 +543,7 @@ vs_kernel seq read 2.0; SEQR_K=$CELL SEQR_KV=$VERDICT
 # Device ratios in percent: a system's swap I/O rate during the measurement / fio's
 # (extmem's from its client's counters, kernel swap's from pswpin/pswpout).
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.0f", 100 * a / b }'; }
-kernel_pct() { local p; p=$(pct "$1" "$2"); [[ -z $p ]] || echo "; kernel swap $p%"; }  # rate fio
+kernel_pct() { local p; p=$(pct "$1" "$2"); [[ -z $p ]] || echo "; kernel swap $p%"; }  # kernel-rate fio-rate
 read_plus_written() { awk -v r="$(ok_field RD "$1")" -v w="$(ok_field WR "$1")" 'BEGIN { if (r != "" && w != "") print r + w }'; }
 swapins_per_sec() { awk -v r="$(ok_field RD "$1")" 'BEGIN { if (r != "") printf "%.0f", r * 256 }'; }  # 4 KiB pages
 # The most the device lets extmem reach against kernel swap at the same miss ratio
