@@ -198,6 +198,14 @@ size_t recover_clients(ClientRegistry& registry, Governor& governor, FaultLoop& 
       }
       continue;
     }
+    // Before the client is in the registry: once there, reclaim may start evicting its
+    // pages, and lifting every write protection after that would unprotect a page between
+    // its eviction's copy and its punch, losing what the application writes meanwhile.
+    // Its threads fault again into the userfaultfd's queue, read once it is polled.
+    {
+      std::lock_guard lock((*client)->mu);
+      wake_everything(**client);
+    }
     (*client)->attach_record(std::move(*record));
     registry.add(*client);
     governor.rebalance();
@@ -206,10 +214,6 @@ size_t recover_clients(ClientRegistry& registry, Governor& governor, FaultLoop& 
       registry.remove((*client)->id());
       (*client)->keep_record();
       continue;
-    }
-    {
-      std::lock_guard lock((*client)->mu);
-      wake_everything(**client);
     }
     ++recovered;
     spdlog::info("recovered client {} ({}) in {} ms: {}", h.pid, (*client)->identity().exe,
