@@ -11,9 +11,9 @@ constexpr unsigned kRingEntries = 256;
 
 namespace {
 
-// Free I/O buffers kept: several chunk-sized reads in flight per paging thread, and the
-// reclaimer's batch.
-constexpr uint64_t kRetainedIoBuffers = 16ull << 20;
+// The I/O buffer arena: several chunk-sized reads in flight per paging thread, and the
+// reclaimers' batches.
+constexpr uint64_t kIoBufferArena = 16ull << 20;
 
 }  // namespace
 
@@ -28,7 +28,7 @@ SwapDevice::SwapDevice(kernel::SwapFile file, std::string path)
     : file_(std::move(file)),
       path_(std::move(path)),
       space_(file_.size()),
-      io_buffers_(IoBuffers::create(kRetainedIoBuffers)) {}
+      io_buffers_(IoBuffers::create(kIoBufferArena)) {}
 
 uint32_t SwapDevice::allocate_cluster(uint64_t owner) {
   std::lock_guard lock(mu_);

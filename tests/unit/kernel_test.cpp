@@ -17,13 +17,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <span>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "extmem/kernel/fd.hpp"
+#include "extmem/kernel/huge_region.hpp"
 #include "extmem/kernel/memfd.hpp"
 #include "extmem/kernel/pidfd.hpp"
 #include "extmem/kernel/result.hpp"
@@ -449,6 +452,60 @@ class SharedMapping {
   size_t len_;
   void* addr_ = MAP_FAILED;
 };
+
+// The kB of the mapping starting at `start` that /proc/self/smaps reports under `field`.
+long smaps_kb(const void* start, const std::string& field) {
+  std::ifstream smaps("/proc/self/smaps");
+  char prefix[32];
+  snprintf(prefix, sizeof(prefix), "%lx-", reinterpret_cast<unsigned long>(start));
+  bool in_mapping = false;
+  for (std::string line; std::getline(smaps, line);) {
+    if (line.find('-') != std::string::npos && line.find(' ') > line.find('-') &&
+        isxdigit(static_cast<unsigned char>(line[0]))) {
+      in_mapping = line.rfind(prefix, 0) == 0;
+    } else if (in_mapping && line.rfind(field + ":", 0) == 0) {
+      return std::stol(line.substr(field.size() + 1));
+    }
+  }
+  return -1;
+}
+
+bool transparent_huge_pages_possible() {
+  std::ifstream enabled("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string setting;
+  std::getline(enabled, setting);
+  return !setting.empty() && setting.find("[never]") == std::string::npos;
+}
+
+TEST(HugeRegionTest, IsAlignedPopulatedAndBackedByHugePagesWhereTheKernelHasThem) {
+  auto region = HugeRegion::create(2 * HugeRegion::kHugePageSize);
+  ASSERT_TRUE(region) << region.error().message();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(region->data()) % HugeRegion::kHugePageSize, 0u);
+  EXPECT_EQ(region->size(), 2 * HugeRegion::kHugePageSize);
+  EXPECT_EQ(smaps_kb(region->data(), "Rss"), 4096);  // populated at creation
+  memset(region->data(), 0x5a, region->size());
+  EXPECT_EQ(region->huge(), transparent_huge_pages_possible());
+  if (region->huge()) EXPECT_GE(smaps_kb(region->data(), "AnonHugePages"), 2048);
+}
+
+TEST(HugeRegionTest, RefusesSizesThatAreNotWholeHugePages) {
+  for (size_t bytes : {size_t{0}, size_t{4096}, HugeRegion::kHugePageSize + 4096}) {
+    auto region = HugeRegion::create(bytes);
+    ASSERT_FALSE(region) << bytes;
+    EXPECT_EQ(region.error().code(), EINVAL);
+  }
+}
+
+TEST(HugeRegionTest, MovingHandsOverTheMapping) {
+  auto region = HugeRegion::create(HugeRegion::kHugePageSize);
+  ASSERT_TRUE(region);
+  unsigned char* data = region->data();
+  HugeRegion moved = std::move(*region);
+  EXPECT_EQ(region->data(), nullptr);
+  EXPECT_EQ(moved.data(), data);
+  moved = HugeRegion();
+  EXPECT_EQ(smaps_kb(data, "Rss"), -1);  // unmapped
+}
 
 TEST(UserfaultfdTest, AdoptRejectsAMemfdAndAPipe) {
   UniqueFd memfd(memfd_create("extmem-test", MFD_CLOEXEC));
