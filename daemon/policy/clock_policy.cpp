@@ -150,8 +150,10 @@ void ClockPolicy::scan(size_t want, Scan* out) {
 }
 
 bool ClockPolicy::due(uint64_t page, unsigned heat) const {
-  // Staggered by page number, so that the resets of pages of equal heat spread over laps.
-  return ((active_laps_ + page) & ((uint64_t{1} << heat) - 1)) == 0;
+  // Staggered by 2 MiB chunk, so that the resets of pages of equal heat spread over laps
+  // while the pages of a run that is used together share them: staggered by page, a swept
+  // window's pages went different ways and came back as scattered single-page reads.
+  return ((active_laps_ + page / PageFlags::kChunkPages) & ((uint64_t{1} << heat) - 1)) == 0;
 }
 
 bool ClockPolicy::age_active(bool evict_cold, Scan* out) {

@@ -23,7 +23,7 @@ namespace extmem::daemon {
 // Heat: a reset costs the application a minor fault (a daemon round trip) on its next
 // access, so the active hand resets a page that keeps being used less and less often. An
 // active page has a heat of 0 to max_heat (kMaxHeat by default; 0 is plain CLOCK) and is
-// reset only on its due laps of the active hand, one in 2^heat (staggered by page number);
+// reset only on its due laps of the active hand, one in 2^heat (staggered by 2 MiB chunk);
 // on the other laps an accessed page is requeued as it is. A page found accessed on a due
 // lap gains heat, up to max_heat; a page found reset on any lap (not used in the lap after
 // its reset) is demoted with heat 0, as in plain CLOCK. So a page that goes cold is reset
