@@ -583,8 +583,8 @@ for k in "${!MANAGED[@]}"; do
 done
 MEM_CELL="—" MEM_V="—" RSS_CELL="—" RSS_V="—"
 # The constant of "RSS <= 1% of managed memory + a constant": the idle daemon plus 32 MiB
-# for what paging allocates once and keeps (up to 16 MiB of swap I/O buffers kept for
-# reuse; per paging thread two io_urings and a stack; malloc arenas).
+# for what paging allocates once and keeps (the 16 MiB arena of swap I/O buffers; per
+# paging thread two io_urings and a stack; malloc arenas).
 RSS_CONST_KIB=$(( ${DAEMON_IDLE_RSS:-0} + 32768 ))
 if [[ -n $MEM_KEY ]]; then
   judge "$(div "${META[$MEM_KEY]}" "$((MANAGED[$MEM_KEY] / 4096))" "%.1f")" " B/page" "<=" 16 ""
