@@ -80,7 +80,6 @@ unsigned char* IoBuffers::take_from_arena(unsigned order) {
       for (uint64_t first = 0; first < arena_.size() / kPageSize; first += kHugePages) {
         free_[kMaxArenaOrder].insert(static_cast<uint32_t>(first));
       }
-      free_pages_ = arena_.size() / kPageSize;
     }
   }
   unsigned from = order;
@@ -93,7 +92,6 @@ unsigned char* IoBuffers::take_from_arena(unsigned order) {
     --from;
     free_[from].insert(block + (uint32_t{1} << from));
   }
-  free_pages_ -= uint64_t{1} << order;
   return arena_.data() + uint64_t{block} * kPageSize;
 }
 
@@ -104,7 +102,11 @@ uint64_t IoBuffers::arena_bytes() {
 
 uint64_t IoBuffers::arena_free_bytes() {
   std::lock_guard lock(mu_);
-  return free_pages_ * kPageSize;
+  uint64_t pages = 0;
+  for (unsigned order = 0; order <= kMaxArenaOrder; ++order) {
+    pages += free_[order].size() << order;
+  }
+  return pages * kPageSize;
 }
 
 void IoBuffers::give_back(unsigned char* data, unsigned order) {
@@ -113,7 +115,6 @@ void IoBuffers::give_back(unsigned char* data, unsigned order) {
     return;
   }
   std::lock_guard lock(mu_);
-  free_pages_ += uint64_t{1} << order;
   auto block = static_cast<uint32_t>((data - arena_.data()) / kPageSize);
   // Merge with the free buddy, as far as it goes, so that large buffers stay possible.
   for (; order < kMaxArenaOrder; ++order) {

@@ -79,7 +79,6 @@ class IoBuffers : public std::enable_shared_from_this<IoBuffers> {
   bool arena_tried_ = false;  // under mu_
   // Free blocks by order, as page offsets into the arena. Under mu_.
   std::vector<std::set<uint32_t>> free_;
-  uint64_t free_pages_ = 0;  // under mu_
 };
 
 }  // namespace extmem::daemon
