@@ -270,34 +270,46 @@ size_t verify(const char* p, size_t len, uint64_t seed) {
 // One thread reads a region of --mib MiB through again and again, checking every page,
 // while another streams writes through four times as much memory: the reader's pages stay
 // in use but are reset (and some evicted) under the pressure, so its scans walk over
-// pages it must fault on again.
+// pages it must fault on again. The streamer writes a sixteenth of its memory per scan,
+// no more, so the region stays the hotter memory however the two threads are scheduled
+// (a starved reader would otherwise see its region evicted, not reset).
 int rescan(const Args& a) {
   const size_t len = a.mib * kMiB;
   const size_t pages = len / kPage;
   char* region = map(len);
   char* pressure = map(4 * len);
   fill(region, len, 1);
+  constexpr size_t kStepsPerPass = 16;
+  const size_t step_len = 4 * len / kStepsPerPass;
   std::atomic<bool> stop{false};
+  std::atomic<uint64_t> scans{0};
   std::thread streamer([&] {
-    for (uint64_t pass = 1; !stop.load(); ++pass) {
-      for (size_t off = 0; off < 4 * len && !stop.load(); off += kPage) {
-        reinterpret_cast<uint64_t*>(pressure + off)[0] = pass;
+    for (uint64_t step = 0; !stop.load(); ++step) {
+      for (uint64_t done = scans.load(); done < step && !stop.load(); done = scans.load()) {
+        scans.wait(done);
+      }
+      const size_t begin = (step % kStepsPerPass) * step_len;
+      for (size_t off = begin; off < begin + step_len; off += kPage) {
+        reinterpret_cast<uint64_t*>(pressure + off)[0] = step / kStepsPerPass + 1;
       }
     }
   });
-  uint64_t scans = 0;
   size_t bad = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(a.seconds);
   while (std::chrono::steady_clock::now() < deadline) {
     for (size_t p = 0; p < pages; ++p) {
       bad += check_page(reinterpret_cast<const uint64_t*>(region + p * kPage), p, 1);
     }
-    ++scans;
+    scans.fetch_add(1);
+    scans.notify_one();
   }
+  const uint64_t scanned = scans.load();
   stop.store(true);
+  scans.fetch_add(1);  // wakes a streamer waiting for the next scan
+  scans.notify_one();
   streamer.join();
   printf("rescan %s: %" PRIu64 " MiB, %" PRIu64 " scans, mismatches %zu\n", bad ? "FAILED" : "ok",
-         a.mib, scans, bad);
+         a.mib, scanned, bad);
   return bad ? 1 : 0;
 }
 
