@@ -234,8 +234,8 @@ uint64_t map_pages(Client& client, uintptr_t addr, uint64_t first, uint64_t page
   return mapped;
 }
 
-// Reads a stream's marker starts, a window each: the stream's read-ahead in flight.
-constexpr uint64_t kReadsAhead = 2;
+// Windows a stream's reads reach past the marker its thread touched.
+constexpr uint64_t kWindowsAhead = 3;
 
 // Read-ahead runs of at least this many pages leave a marker.
 constexpr uint64_t kMinMarkerRun = 4;
@@ -595,61 +595,62 @@ void restore(std::unique_lock<std::mutex>& lock, Client& client, std::vector<Maj
 }
 
 // A thread touched the read-ahead marker at `page`: its stream's read-ahead was used, so
-// the stream's next reads start now, from the end of the marker's run: up to
-// kReadsAhead of its grown windows of evicted pages, as many as fit under the limit.
+// the stream's reads are topped up to kWindowsAhead of its grown windows past the marker,
+// as many as fit under the limit. Every read carries a marker, so each window the thread
+// enters starts one more: reads stay queued at the device while earlier ones are mapped.
 void read_ahead_at_marker(std::unique_lock<std::mutex>& lock, Client& client, uint64_t page,
                           const ReadaheadMarkers::Marker& marker, Pager& pager) {
   client.counters().prefetch_markers_used++;
   const uint64_t window = client.readahead.on_marker_hit(marker.tid, page);
-  const uint64_t want = kReadsAhead * window;
   if (pager.swap == nullptr) return;
+  const uintptr_t addr = client.address_map.address_of(marker.next * kPageSize);
+  const Segment* segment = addr != 0 ? client.address_map.find(addr) : nullptr;
+  if (segment == nullptr) return;
+  uint64_t end =
+      std::min(page + kWindowsAhead * window, (segment->offset + segment->len) / kPageSize);
+  // A confirmed sweeper reads up to its window's end. Otherwise, past the end of the
+  // marker's chunk only for a thread whose last major fault continued its reads: a thread
+  // that jumped to a 2 MiB window and sweeps it reads nothing in vain past the window's end.
+  if (const uint64_t limit = client.readahead.limit(marker.tid); limit != UINT64_MAX) {
+    end = std::min(end, limit);
+  } else if (!client.readahead.continues(marker.tid)) {
+    end = std::min(end, ((marker.next - 1) / PageTable::kChunkPages + 1) * PageTable::kChunkPages);
+  }
+  // Pages already in memory or being read (earlier windows, the thread's faults, pages
+  // reclaim passed over) are passed over.
+  auto needed = [&](uint64_t p) {
+    return client.pages.state(p) == PageState::kEvicted && !client.reading.contains(p);
+  };
+  uint64_t first = marker.next;
+  bool reading = false;  // the stream's earlier reads are still in flight
+  for (; first < end && !needed(first); ++first)
+    reading = reading || client.reading.contains(first);
+  if (first >= end) return;
   // The stream is established: waiting here for reclaim to make room for its reads costs
   // less than losing it, as its thread would then fault page after page at the limit.
   // No more room than reclaim keeps free (above the high watermark it evicts down to the
   // low one), or the wait would last until make_room gives up.
+  const uint64_t want = end - first;
   if (const uint64_t limit = client.limit_pages(); limit != 0 && room_for_reads(client) < want) {
     make_room(lock, client, std::min(want, limit - Reclaimer::high_watermark(limit)), pager,
               Overrun::kClamped);
   }
   const uint64_t room = std::min(want, room_for_reads(client));
-  const uintptr_t addr = client.address_map.address_of(marker.next * kPageSize);
-  const Segment* segment = addr != 0 ? client.address_map.find(addr) : nullptr;
-  if (room == 0 || segment == nullptr) return;
-  const uint64_t segment_end = (segment->offset + segment->len) / kPageSize;
-  uint64_t end = std::min(marker.next + want, segment_end);
-  // Pages of the window already in memory or being read (the thread's faults may have
-  // read them) are passed over.
-  uint64_t first = marker.next;
-  while (first < end &&
-         (client.pages.state(first) != PageState::kEvicted || client.reading.contains(first))) {
-    ++first;
+  std::vector<uint64_t> pages;
+  for (uint64_t p = first; p < end && pages.size() < room; ++p) {
+    if (needed(p)) pages.push_back(p);
   }
-  // A confirmed sweeper reads up to its window's end. Otherwise, past the end of the
-  // marker's chunk only for a thread whose last major fault continued its reads, and by
-  // one window at most: a thread that jumped to a 2 MiB window and sweeps it reads
-  // nothing in vain past the window's end.
-  const uint64_t chunk_end =
-      ((marker.next - 1) / PageTable::kChunkPages + 1) * PageTable::kChunkPages;
-  if (const uint64_t limit = client.readahead.limit(marker.tid); limit != UINT64_MAX) {
-    end = std::min(end, limit);
-  } else {
-    end = std::min(end, client.readahead.continues(marker.tid) ? chunk_end + window : chunk_end);
-  }
-  uint64_t last = first;
-  while (last < end && last - first < room && client.pages.state(last) == PageState::kEvicted &&
-         !client.reading.contains(last)) {
-    ++last;
-  }
-  if (last == first) return;
-  // Reads of a window each, none across a chunk; the last one carries the stream's next
-  // marker, so while its thread walks the earlier ones, later ones are in flight.
-  std::vector<uint64_t> pages(last - first);
-  std::iota(pages.begin(), pages.end(), first);
+  // Less than a window (the room reclaim left, the last pages before the target) would
+  // split the stream into small reads, each with its marker: while earlier reads are in
+  // flight, their markers start the next whole window.
+  if (pages.empty() || (pages.size() < window && reading)) return;
   std::vector<std::unique_ptr<SwapIn>> reads;
   read_pages_ahead(client, *segment, pages, marker.dirty, &reads, pager, window);
   if (reads.empty()) return;
-  for (const auto& read : reads) read->tid = marker.tid;
-  reads.back()->readahead = true;
+  for (const auto& read : reads) {
+    read->tid = marker.tid;
+    read->readahead = true;
+  }
   client.readahead.on_async_read(marker.tid, first,
                                  reads.back()->first + reads.back()->pages - first);
   start_reads(lock, client, reads, pager);

@@ -159,10 +159,19 @@ void FaultLoop::run(PagingRing& ring) {
       return;
     }
     // Finished reads first: mapping one wakes an application thread that waits now.
+    // Between them, the faults their client queued meanwhile are served and the reads
+    // those start go out at once: a thread that entered a window just mapped and touched
+    // its marker keeps the device busy while the rest of the batch is mapped.
+    size_t reads_left = 0;
+    for (size_t i = 0; i < *got; ++i) reads_left += PagingRing::kind_of(done[i].tag) == Kind::kRead;
     for (size_t i = 0; i < *got; ++i) {
       if (PagingRing::kind_of(done[i].tag) != Kind::kRead) continue;
-      ring.finish_read(done[i]);
+      std::shared_ptr<Client> client = ring.finish_read(done[i]);
       carried_read = true;
+      if (--reads_left > 0 && !stopping_.load(std::memory_order_relaxed) &&
+          registry_.find(client->id())) {
+        serve_queued_faults(ring, client);
+      }
     }
     for (size_t i = 0; i < *got; ++i) {
       const kernel::IoRing::Completion& c = done[i];
@@ -219,16 +228,16 @@ void FaultLoop::run(PagingRing& ring) {
   }
 }
 
-void FaultLoop::drain_uffd(PagingRing& ring, const std::shared_ptr<Client>& client) {
+bool FaultLoop::read_uffd(const std::shared_ptr<Client>& client, int batches) {
   std::array<uffd_msg, 64> msgs;
   begin_drain(*client);
-  for (int batch = 0; batch < kMaxBatchesPerWakeup; ++batch) {
+  for (int batch = 0; batch < batches; ++batch) {
     auto got = client->uffd().read_events(msgs);
     if (!got) {
       spdlog::error("client {}: {}", client->identity().pid, got.error().message());
       end_drain(*client, pager_);
       release(client->id(), "userfaultfd failed");
-      return;
+      return false;
     }
     if (*got == 0) break;
     handle_events(*client, std::span(msgs.data(), *got), pager_);
@@ -236,9 +245,24 @@ void FaultLoop::drain_uffd(PagingRing& ring, const std::shared_ptr<Client>& clie
     if (*got < msgs.size()) break;
   }
   end_drain(*client, pager_);
+  return true;
+}
+
+void FaultLoop::drain_uffd(PagingRing& ring, const std::shared_ptr<Client>& client) {
+  if (!read_uffd(client, kMaxBatchesPerWakeup)) return;
   // A wakeup is a cheap moment to look at the hint ring too.
   drain_hints(*client, pager_, false);
   rearm(ring, client, Kind::kUffd);
+}
+
+void FaultLoop::serve_queued_faults(PagingRing& ring, const std::shared_ptr<Client>& client) {
+  // The uffd's poll stays armed: it completes with the next fault, or finds the queue
+  // emptied here and is armed again.
+  if (!read_uffd(client, 1)) return;
+  if (auto submitted = ring.submit_queued(); !submitted) {
+    // The ring's next wait reports a broken ring; until then the reads stay queued.
+    spdlog::debug("paging ring: {}", submitted.error().message());
+  }
 }
 
 void FaultLoop::on_socket(PagingRing& ring, const std::shared_ptr<Client>& client) {

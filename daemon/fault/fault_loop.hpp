@@ -46,7 +46,14 @@ class FaultLoop {
   // Re-arms one of the client's one-shot polls; false (and the client released) if it
   // cannot.
   bool rearm(PagingRing& ring, const std::shared_ptr<Client>& client, PagingRing::Kind kind);
+  // Reads and handles up to `batches` batches of the client's userfaultfd events; false
+  // (and the client released) if the userfaultfd failed.
+  bool read_uffd(const std::shared_ptr<Client>& client, int batches);
+  // The poll of the client's userfaultfd completed: handles its events and re-arms it.
   void drain_uffd(PagingRing& ring, const std::shared_ptr<Client>& client);
+  // Between mapping finished reads: handles the faults the client queued meanwhile and
+  // submits the reads they start.
+  void serve_queued_faults(PagingRing& ring, const std::shared_ptr<Client>& client);
   void on_socket(PagingRing& ring, const std::shared_ptr<Client>& client);
   // Serves one request the client sent after registration; false ends the client.
   bool on_request(const std::shared_ptr<Client>& client, std::span<const std::byte> frame,

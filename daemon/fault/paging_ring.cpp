@@ -67,12 +67,14 @@ Result<void> PagingRing::wake() {
   return ring_.queue_nop(tag(0, Kind::kWake), kernel::IoRing::Submit::kNow);
 }
 
-void PagingRing::finish_read(const kernel::IoRing::Completion& done) {
+std::shared_ptr<Client> PagingRing::finish_read(const kernel::IoRing::Completion& done) {
   std::unique_ptr<SwapIn> read(reinterpret_cast<SwapIn*>(done.tag));
+  std::shared_ptr<Client> client = read->client;
   const int32_t result = pager_.swap->completed(false, done.result);
   finish_swap_in(std::move(read), result, pager_);
   std::lock_guard lock(reads_mu_);
   --in_flight_;
+  return client;
 }
 
 bool PagingRing::stop_reads() {

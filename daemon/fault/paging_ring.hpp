@@ -93,8 +93,10 @@ class PagingRing {
   Result<size_t> wait(std::span<kernel::IoRing::Completion> out) {
     return ring_.wait_completions(out);
   }
-  // Owner only: maps a completed read and wakes its faults.
-  void finish_read(const kernel::IoRing::Completion& done);
+  // Owner only: submits what it queued, without waiting.
+  Result<void> submit_queued() { return ring_.submit_queued(); }
+  // Owner only: maps a completed read and wakes its faults; returns the read's client.
+  std::shared_ptr<Client> finish_read(const kernel::IoRing::Completion& done);
   // Owner only: refuses new reads from now on; true once none is in flight.
   bool stop_reads();
 

@@ -190,6 +190,19 @@ Result<void> IoRing::queue_nop(uint64_t tag, Submit when) noexcept {
   return {};
 }
 
+Result<void> IoRing::submit_queued() noexcept {
+  if (!ring_) return Error::make(EBADF, "io_uring: ring was moved from");
+  std::lock_guard lock(*shared_mu_);
+  if (broken_) return Error::make(EIO, "io_uring: ring failed earlier");
+  const unsigned pending = publish();
+  if (pending == 0) return {};
+  const int ret = io_uring_enter(ring_->ring_fd, pending, 0, 0, nullptr);
+  // Out of kernel resources for now: the entries stay queued for the next wait.
+  if (ret >= 0 || ret == -EINTR || ret == -EAGAIN || ret == -EBUSY) return {};
+  broken_ = true;
+  return Error::make(-ret, "io_uring_enter (%u to submit)", pending);
+}
+
 Result<size_t> IoRing::wait_completions(std::span<Completion> out) noexcept {
   if (!ring_) return Error::make(EBADF, "io_uring: ring was moved from");
   io_uring* ring = ring_.get();

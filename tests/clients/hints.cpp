@@ -9,7 +9,8 @@
 //                                 prints the major faults the read took
 //   hints no-willneed --mib N     the same without the hint
 //   hints read-back --mib N --order ORDER [--stride S]
-//                                 N MiB evicted, then read back in ORDER: seq, random,
+//                                 N MiB evicted, then read back in ORDER: seq, seq-pauses
+//                                 (seq, stopping to count the pages read ahead), random,
 //                                 windows (2 MiB windows in random order, each swept),
 //                                 blocks (every other 128-page block, in random
 //                                 order, then pressure that evicts them), stride (every S-th page)
@@ -211,7 +212,14 @@ int read_back(size_t mib, const std::string& order, size_t stride) {
   push_out(bytes);
   const size_t resident_before = resident_pages(data, bytes);
   std::vector<size_t> sequence;
-  if (order == "seq") {
+  // seq-pauses: seq, stopping at 16 places in the middle, a little over half a read-ahead
+  // window apart, to count the pages in memory ahead of the reader once the reads in
+  // flight have landed: how far its read-ahead reaches.
+  std::vector<size_t> pauses;
+  if (order == "seq-pauses") {
+    for (size_t k = 0; k < 16; ++k) pauses.push_back(pages / 4 + k * 131);
+  }
+  if (order == "seq" || order == "seq-pauses") {
     for (size_t p = 0; p < pages; ++p) sequence.push_back(p);
   } else if (order == "backward") {
     for (size_t p = pages; p-- > 0;) sequence.push_back(p);
@@ -240,9 +248,18 @@ int read_back(size_t mib, const std::string& order, size_t stride) {
   } else {
     die("unknown order %s", order.c_str());
   }
+  size_t min_ahead = SIZE_MAX;
   auto read_sequence = [&] {
     uint64_t bad = 0;
     for (size_t page : sequence) {
+      if (std::binary_search(pauses.begin(), pauses.end(), page)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        std::vector<unsigned char> vec(std::min<size_t>(1024, pages - page));
+        if (mincore(data + page * kPage, vec.size() * kPage, vec.data()) != 0) die_errno("mincore");
+        const auto absent =
+            std::find_if(vec.begin(), vec.end(), [](unsigned char c) { return (c & 1) == 0; });
+        min_ahead = std::min<size_t>(min_ahead, absent - vec.begin());
+      }
       uint64_t v;
       memcpy(&v, data + page * kPage, sizeof(v));
       bad += v != 5 * 1000003 + page;
@@ -255,6 +272,7 @@ int read_back(size_t mib, const std::string& order, size_t stride) {
   printf("pages_read %zu evicted_before %zu read_major_faults %llu\n", sequence.size(),
          pages - resident_before,
          static_cast<unsigned long long>(after.major_faults - before.major_faults));
+  if (!pauses.empty()) printf("min_ahead %zu\n", min_ahead);
   if (order == "blocks") {
     // What was read ahead and not used goes out again; the blocks read come back right;
     // then out again, so that no marker is left in memory.

@@ -78,14 +78,14 @@ TEST(Readahead, SequentialReaderUsesItsMarkers) {
   EXPECT_LE(number_after(r.result.out, "read_major_faults"), 12u) << r.result.out;
 }
 
-TEST(Readahead, EachMarkerOfASequentialReaderStartsMoreThanOneWindow) {
-  const ReadBack r = read_back("seq");
-  const v1::Counters& c = r.counters;
-  const uint64_t pages = number_after(r.result.out, "pages_read");
+TEST(Readahead, ASequentialReaderHasMoreThanTwoWindowsReadAheadWherever) {
+  const ReadBack r = read_back("seq-pauses");
   ASSERT_GT(number_after(r.result.out, "evicted_before"), 3000u) << r.result.out;
-  // A marker starts two windows of up to 256 pages: with one window per marker, reading
-  // 4096 pages back takes at least 16 markers (21 measured), with two about 13.
-  EXPECT_LT(c.prefetch_markers_used() * 256, pages) << c.DebugString();
+  // Each window the reader enters tops its reads up to three windows past that window's
+  // marker, so wherever it stops, more than two windows (of 256 pages) are in memory
+  // ahead of it (measured: 593 at least). When a marker started two windows only at the
+  // last window of the two, the reader had as little as one window ahead (338).
+  EXPECT_GE(number_after(r.result.out, "min_ahead"), 512u) << r.result.out;
 }
 
 TEST(Readahead, SequentialReaderAtItsLimitKeepsItsStream) {

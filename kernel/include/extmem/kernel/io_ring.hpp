@@ -80,6 +80,8 @@ class IoRing {
   // Owner only: submits what was queued, waits for completions and returns up to
   // out.size() of them; possibly none (a signal, or another thread's submission raced).
   Result<size_t> wait_completions(std::span<Completion> out) noexcept;
+  // Owner only: submits what was queued kWithNextWait now, without waiting.
+  Result<void> submit_queued() noexcept;
 
  private:
   struct Deleter {
