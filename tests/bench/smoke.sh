@@ -2,7 +2,8 @@
 # bench.smoke: bench/run.sh end to end at tiny sizes (~60-90 s), then what a user of the
 # harness relies on: a target-table row per pattern carrying a verdict (or the failed
 # reference run that prevented one), every extmem run passing --verify, no DATA-ERROR
-# anywhere, kernel swap's swap I/O figures, a PageRank line, and the PNG plots
+# anywhere, kernel swap's swap I/O figures, fio's device figures from before and after the
+# systems' runs, a PageRank line, and the PNG plots
 # (PageRank's when it ran). Never a speed.
 # usage: smoke.sh REPO BUILD_DIR   (root; exit 77 = skipped)
 set -uo pipefail
@@ -45,6 +46,12 @@ kernel_rnd=$(awk -F, '$1 == "kernel" && $2 == "random" && $3 == "read" && $6 == 
 if [[ -n $kernel_rnd ]] && grep -q 'random read QD[0-9]* \*\*[0-9]' "$out/output"; then
   grep -F "| uniform random 4 KiB read " "$table" | grep -qE 'device allows ≤ [0-9.]+x.*kernel swap [0-9]+%' ||
     fail "the random read row lacks kernel swap's device figures: $(grep -F "| uniform random 4 KiB read " "$table")"
+fi
+
+# fio ran before and after the systems, and the ceiling says so.
+if grep -q 'random read QD[0-9]* \*\*[0-9]' "$out/output"; then
+  grep -qE 'before [0-9]+ / [0-9]+ IOPS.*after [0-9]+ / [0-9]+ IOPS' "$out/output" ||
+    fail "the device line lacks fio's runs before and after: $(grep -F 'fio on the same' "$out/output")"
 fi
 
 pngs="bench-throughput.png bench-over-time.png"
