@@ -61,6 +61,15 @@ void ClockPolicy::on_resident(uint64_t page) {
   ++inactive_pages_;
 }
 
+void ClockPolicy::on_read_ahead(uint64_t page) {
+  on_resident(page);
+  const PageFlags::Handle h = flags_.add(page);
+  if (Entry e = decode(flags_.get(h)); !e.active && e.state == kNew) {
+    e.state = kReset;
+    flags_.set(h, encode(e));
+  }
+}
+
 void ClockPolicy::on_access(uint64_t page) {
   const auto h = flags_.find(page);
   if (!h) return;

@@ -15,10 +15,12 @@ namespace extmem::daemon {
 // New pages enter the inactive ring. The inactive hand evicts reset pages; resets new
 // pages and requeues them, a second chance that keeps pages touched once (a sequential
 // scan) from displacing pages used twice; resets accessed pages and promotes them to the
-// active ring. While the inactive ring holds fewer than half as many pages as the active
-// one, so the active ring keeps at most about 2/3 of the pages, the active hand runs one
-// step per inactive step: it demotes reset pages to the back of the inactive ring (where
-// an access still saves them) and resets and requeues the others.
+// active ring. Pages read ahead enter it as reset pages: a read-ahead stream's pages are
+// used once, and a reset would cost an unmap for each page of every pass; one that is
+// used again faults back and then gets its second chance. While the inactive ring holds fewer than
+// half as many pages as the active one, so the active ring keeps at most about 2/3 of the pages,
+// the active hand runs one step per inactive step: it demotes reset pages to the back of the
+// inactive ring (where an access still saves them) and resets and requeues the others.
 //
 // Heat: a reset costs the application a minor fault (a daemon round trip) on its next
 // access, so the active hand resets a page that keeps being used less and less often. An
@@ -57,6 +59,7 @@ class ClockPolicy final : public Policy {
 
   std::string_view name() const override { return "clock"; }
   void on_resident(uint64_t page) override;
+  void on_read_ahead(uint64_t page) override;
   void on_access(uint64_t page) override;
   void on_gone(uint64_t page) override;
   void scan(size_t want, Scan* out) override;

@@ -22,6 +22,9 @@ class Policy {
 
   // `page` became resident (first touch or restored from swap). It counts as accessed.
   virtual void on_resident(uint64_t page) = 0;
+  // `page` became resident ahead of use (read-ahead): not accessed yet, and its first
+  // access is not reported, since it is mapped already.
+  virtual void on_read_ahead(uint64_t page) { on_resident(page); }
   // The application touched `page` after the mechanism reset its access bit (see
   // Scan::reset). Only pages that are resident are reported.
   virtual void on_access(uint64_t page) = 0;

@@ -78,14 +78,18 @@ TEST(Readahead, SequentialReaderUsesItsMarkers) {
   EXPECT_LE(number_after(r.result.out, "read_major_faults"), 12u) << r.result.out;
 }
 
-TEST(Readahead, ASequentialReaderHasMoreThanTwoWindowsReadAheadWherever) {
+TEST(Readahead, EveryWindowOfASequentialReaderStartsReadsAhead) {
   const ReadBack r = read_back("seq-pauses");
+  const v1::Counters& c = r.counters;
+  const uint64_t pages = number_after(r.result.out, "pages_read");
   ASSERT_GT(number_after(r.result.out, "evicted_before"), 3000u) << r.result.out;
-  // Each window the reader enters tops its reads up to three windows past that window's
-  // marker, so wherever it stops, more than two windows (of 256 pages) are in memory
-  // ahead of it (measured: 593 at least). When a marker started two windows only at the
-  // last window of the two, the reader had as little as one window ahead (338).
-  EXPECT_GE(number_after(r.result.out, "min_ahead"), 512u) << r.result.out;
+  // Every read-ahead window (at most 256 pages) carries a marker, and touching it tops the
+  // stream up to three windows past it, in whole windows: reading 4096 pages back uses a
+  // marker per window at least (31 measured; 13 when a marker started two windows).
+  EXPECT_GE(c.prefetch_markers_used() * 256, pages) << c.DebugString();
+  // So wherever the reader stops, about a window at least is in memory ahead of it
+  // (measured: 425-593 pages, 338 when a marker started two windows).
+  EXPECT_GE(number_after(r.result.out, "min_ahead"), 250u) << r.result.out;
 }
 
 TEST(Readahead, SequentialReaderAtItsLimitKeepsItsStream) {

@@ -236,6 +236,23 @@ TEST(ClockPolicyTest, SecondChanceThenPromotionThenDemotion) {
   EXPECT_EQ(scan.reset, (Pages{p[4]}));
 }
 
+TEST(ClockPolicyTest, PagesReadAheadAreEvictedAtTheFirstVisitWithoutAReset) {
+  ClockPolicy clock;
+  for (uint64_t page : {1, 2, 3}) clock.on_resident(page);    // faulted in
+  for (uint64_t page : {4, 5, 6}) clock.on_read_ahead(page);  // read ahead of use
+  Policy::Scan scan;
+  clock.scan(3, &scan);
+  // The faulted pages get their second chance (a reset); the pages read ahead, whose use
+  // an unmapped page would only show at the cost of a reset each, go.
+  EXPECT_EQ(scan.victims, (Pages{4, 5, 6}));
+  EXPECT_EQ(scan.reset, (Pages{1, 2, 3}));
+  // One used again faults back in, and is then an ordinary new page.
+  clock.on_resident(4);
+  clock.scan(4, &scan);
+  EXPECT_EQ(scan.victims, (Pages{1, 2, 3}));
+  EXPECT_EQ(scan.reset, (Pages{4}));
+}
+
 TEST(ClockPolicyTest, PageFreedAndBackBeforeTheHandIsTrackedOnce) {
   ClockPolicy clock;
   clock.on_resident(5);
