@@ -193,13 +193,11 @@ uint64_t room_for_reads(Client& client) {
 // The most read-ahead pages one group of faults may read beyond the faulting pages.
 constexpr uint64_t kMaxPrefetchPerGroup = 1024;
 
-// How a page read from swap arrived: wanted by a fault, or read ahead of use.
-enum class Arrival { kFaulted, kAhead };
-
 // Marks the pages a COPY filled resident: dirty (slot dropped) when mapped writable,
-// else clean with the slot kept, so evicting them again needs no write.
+// else clean with the slot kept, so evicting them again needs no write. The first
+// `faulted` were wanted by a fault; the others were read ahead of use.
 void settle_mapped(Client& client, uint64_t first, uint64_t pages, bool dirty, Pager& pager,
-                   Arrival arrival) {
+                   uint64_t faulted) {
   for (uint64_t p = first; p < first + pages; ++p) {
     if (dirty) {
       client.pages.set_state(p, PageState::kResident);
@@ -207,10 +205,10 @@ void settle_mapped(Client& client, uint64_t first, uint64_t pages, bool dirty, P
     } else {
       client.pages.set_state(p, PageState::kResidentClean);
     }
-    if (arrival == Arrival::kAhead) {
-      client.policy->on_read_ahead(p);
-    } else {
+    if (p - first < faulted) {
       client.policy->on_resident(p);
+    } else {
+      client.policy->on_read_ahead(p);
     }
   }
 }
@@ -219,7 +217,7 @@ void settle_mapped(Client& client, uint64_t first, uint64_t pages, bool dirty, P
 // (clean). Returns how many were mapped, from first on, page-exactly after a partial
 // copy; sets *gone when the process or the mapping has gone.
 uint64_t map_pages(Client& client, uintptr_t addr, uint64_t first, uint64_t pages,
-                   const unsigned char* buf, bool dirty, Arrival arrival, Pager& pager,
+                   const unsigned char* buf, bool dirty, uint64_t faulted, Pager& pager,
                    bool* gone) {
   auto copied =
       client.uffd().copy_pages(addr, buf, pages * kPageSize, dirty ? 0 : UFFDIO_COPY_MODE_WP);
@@ -229,7 +227,7 @@ uint64_t map_pages(Client& client, uintptr_t addr, uint64_t first, uint64_t page
     return 0;
   }
   const uint64_t mapped = copied->filled / kPageSize;
-  settle_mapped(client, first, mapped, dirty, pager, arrival);
+  settle_mapped(client, first, mapped, dirty, pager, faulted);
   if (copied->outcome == kernel::Outcome::kTargetGone) *gone = true;
   // EEXIST on a page we hold as evicted means a page appeared in a hole only we fill:
   // keep the swapped copy, never guess. EAGAIN: the address space is changing; the rest
@@ -264,7 +262,7 @@ bool place_marker(Client& client, const SwapIn& read, uint64_t page, Pager& page
     }
     return false;
   }
-  settle_mapped(client, page, 1, read.dirty, pager, Arrival::kAhead);
+  settle_mapped(client, page, 1, read.dirty, pager, 0);
   client.markers.place(page, {read.tid, read.first + read.pages, read.dirty});
   client.counters().prefetch_markers++;
   // Threads that faulted on it while it was read fault again and find it.
@@ -280,21 +278,18 @@ uint64_t map_read(Client& client, const SwapIn& read, uint64_t valid, Pager& pag
   const unsigned char* buf = read.buffer.data();
   // The page a fault wanted, the read's first; the others are read ahead of use.
   const uint64_t wanted = std::min<uint64_t>(valid, read.faults.empty() ? 0 : 1);
+  if (!read.readahead || valid < kMinMarkerRun ||
+      client.markers.size() >= ReadaheadMarkers::kMaxMarkers) {
+    return map_pages(client, read.addr, read.first, valid, buf, read.dirty, wanted, pager, gone);
+  }
   uint64_t mapped = 0;
   if (wanted > 0) {
-    mapped = map_pages(client, read.addr, read.first, wanted, buf, read.dirty, Arrival::kFaulted,
-                       pager, gone);
+    mapped = map_pages(client, read.addr, read.first, wanted, buf, read.dirty, wanted, pager, gone);
     if (mapped < wanted || *gone) return mapped;
   }
-  if (read.readahead && valid >= kMinMarkerRun &&
-      client.markers.size() < ReadaheadMarkers::kMaxMarkers && mapped < valid &&
-      place_marker(client, read, read.first + mapped, pager)) {
-    ++mapped;
-  }
-  if (mapped == valid) return mapped;
+  if (place_marker(client, read, read.first + mapped, pager)) ++mapped;
   return mapped + map_pages(client, read.addr + mapped * kPageSize, read.first + mapped,
-                            valid - mapped, buf + mapped * kPageSize, read.dirty, Arrival::kAhead,
-                            pager, gone);
+                            valid - mapped, buf + mapped * kPageSize, read.dirty, 0, pager, gone);
 }
 
 // How many pages of `read`, from its first on, may be mapped from what it read: still

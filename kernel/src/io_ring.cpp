@@ -123,7 +123,10 @@ unsigned IoRing::publish() noexcept {
 
 void IoRing::finish_queueing(Submit when) noexcept {
   const unsigned pending = publish();
-  if (when == Submit::kWithNextWait) return;
+  if (when == Submit::kNow) submit_published(pending);
+}
+
+void IoRing::submit_published(unsigned pending) noexcept {
   for (int attempt = 0; attempt < 100; ++attempt) {
     int ret = io_uring_enter(ring_->ring_fd, pending, 0, 0, nullptr);
     if (ret >= 0) return;
@@ -194,13 +197,9 @@ Result<void> IoRing::submit_queued() noexcept {
   if (!ring_) return Error::make(EBADF, "io_uring: ring was moved from");
   std::lock_guard lock(*shared_mu_);
   if (broken_) return Error::make(EIO, "io_uring: ring failed earlier");
-  const unsigned pending = publish();
-  if (pending == 0) return {};
-  const int ret = io_uring_enter(ring_->ring_fd, pending, 0, 0, nullptr);
-  // Out of kernel resources for now: the entries stay queued for the next wait.
-  if (ret >= 0 || ret == -EINTR || ret == -EAGAIN || ret == -EBUSY) return {};
-  broken_ = true;
-  return Error::make(-ret, "io_uring_enter (%u to submit)", pending);
+  if (const unsigned pending = publish(); pending != 0) submit_published(pending);
+  if (broken_) return Error::make(EIO, "io_uring: submitting queued entries failed");
+  return {};
 }
 
 Result<size_t> IoRing::wait_completions(std::span<Completion> out) noexcept {

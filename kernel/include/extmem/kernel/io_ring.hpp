@@ -99,6 +99,9 @@ class IoRing {
   unsigned publish() noexcept;
   // Under shared_mu_: publishes the entry just prepared, submitting it now if asked.
   void finish_queueing(Submit when) noexcept;
+  // Under shared_mu_: submits the `pending` entries published; a ring the kernel refuses
+  // is marked broken.
+  void submit_published(unsigned pending) noexcept;
 
   std::unique_ptr<io_uring, Deleter> ring_;
   unsigned entries_ = 0;
